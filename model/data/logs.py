@@ -1,0 +1,116 @@
+"""The canonical interaction-log format that every dataset adapter produces and users can bring.
+
+Required columns (one row per labelled event, in the log's own order):
+
+    user_id    raw user id (str or int)
+    item_id    raw item id (str or int)
+    scenario   raw scenario name (str or int)
+    timestamp  event time, any integer or float unit (unix seconds in the built-in sets)
+    label      1 = click / positive, 0 = negative
+
+Optional columns:
+
+    any other categorical column   an "other feature" of the paper; its side (user, item, context)
+                                   is inferred: constant per item -> item side, else constant per
+                                   user -> user side, else context
+    is_behaviour                   whether the event enters later histories; default `label == 1`
+                                   (a click is a behaviour, an unclicked impression is not)
+    split                          train / valid / test, when the adapter splits itself
+    oracle_prob                    true click probability (synthetic data only)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.data.schema import CategoricalFeature, as_raw_strings
+
+REQUIRED_COLUMNS = ("user_id", "item_id", "scenario", "timestamp", "label")
+RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "is_behaviour", "split", "oracle_prob")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class InteractionLog:
+    """A validated canonical log plus what the adapter knows about it."""
+
+    frame: pd.DataFrame
+    features: list[CategoricalFeature] = field(default_factory=list)
+    scenario_order: list[str] | None = None
+
+    @property
+    def has_oracle(self) -> bool:
+        return "oracle_prob" in self.frame.columns
+
+
+def infer_feature_sides(frame: pd.DataFrame, columns: list[str]) -> list[CategoricalFeature]:
+    """Item side if a column never varies within an item, else user side, else context."""
+    features = []
+    for column in columns:
+        if frame.groupby("item_id", sort=False)[column].nunique(dropna=False).max() <= 1:
+            side = "item"
+        elif frame.groupby("user_id", sort=False)[column].nunique(dropna=False).max() <= 1:
+            side = "user"
+        else:
+            side = "context"
+        features.append(CategoricalFeature(column, side))
+    return features
+
+
+def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None = None,
+                 scenario_order: list[str] | None = None) -> InteractionLog:
+    """Checks the canonical columns and normalises their types; raises ValueError naming the column."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"interaction log lacks required column(s) {missing}; "
+                         f"expected {list(REQUIRED_COLUMNS)}")
+    frame = frame.reset_index(drop=True).copy()
+    for column in ("user_id", "item_id", "scenario"):
+        if frame[column].isna().any():
+            raise ValueError(f"column {column!r} has missing values")
+        frame[column] = as_raw_strings(frame[column])
+    timestamps = pd.to_numeric(frame["timestamp"], errors="coerce")
+    if timestamps.isna().any():
+        raise ValueError("column 'timestamp' must be numeric and complete")
+    frame["timestamp"] = timestamps.to_numpy(dtype=np.float64)
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    if not labels.isin([0, 1]).all():
+        raise ValueError("column 'label' must hold only 0 and 1")
+    frame["label"] = labels.to_numpy(dtype=np.int8)
+    if "is_behaviour" in frame.columns:
+        frame["is_behaviour"] = frame["is_behaviour"].astype(bool)
+    else:
+        frame["is_behaviour"] = frame["label"] == 1
+    if "split" in frame.columns and not frame["split"].isin(SPLITS).all():
+        raise ValueError(f"column 'split' must hold only {SPLITS}")
+    if features is None:
+        extra = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+        features = infer_feature_sides(frame, extra)
+    for feature in features:
+        if feature.name not in frame.columns:
+            raise ValueError(f"declared feature {feature.name!r} is not a column of the log")
+        frame[feature.name] = as_raw_strings(frame[feature.name].fillna("<missing>"))
+    return InteractionLog(frame, features, scenario_order)
+
+
+def read_log_file(path: Path) -> pd.DataFrame:
+    """Reads a canonical log from parquet or CSV (a directory holding interactions.parquet|csv works too)."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "interactions.parquet", path / "interactions.csv"]
+        found = [p for p in candidates if p.exists()]
+        if not found:
+            raise FileNotFoundError(f"{path} holds neither interactions.parquet nor interactions.csv")
+        path = found[0]
+    if not path.exists():
+        raise FileNotFoundError(f"interaction log {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",",
+                           dtype={"user_id": str, "item_id": str, "scenario": str})
+    raise ValueError(f"unsupported log format {path.suffix!r}: use .parquet, .csv or .tsv")

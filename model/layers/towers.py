@@ -1,0 +1,72 @@
+"""Prediction towers: a plain MLP and the paper's scenario-aware DNN tower (SDT)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+DEFAULT_HIDDEN = (512, 256, 128, 64)
+SdtGateInput = Literal["hidden+scenario", "scenario"]
+
+
+class MLPTower(nn.Module):
+    """ReLU MLP with hidden sizes `hidden`, then one logit. Output size: 1 (squeezed to [...])."""
+
+    def __init__(self, input_dim: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(input_dim, width), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            input_dim = width
+        self.hidden = nn.Sequential(*layers)
+        self.logit = nn.Linear(input_dim, 1)
+        self.output_dim = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit(self.hidden(x)).squeeze(-1)
+
+
+class ScenarioGatedLayer(nn.Module):
+    """One SDT layer (eq. 11): H' = ReLU(W_T (H * sigmoid(G([H, e_st]))) + b_T).
+
+    Eq. 11 writes sigmoid(concat(H, e_st)) multiplying H, which only type-checks with a projection
+    G back to H's width; we add that projection (with bias). `gate_input="scenario"` projects
+    e_st alone, the PEPNet-style reading. Output size: `width`.
+    """
+
+    def __init__(self, input_dim: int, width: int, scenario_dim: int, gate_input: SdtGateInput):
+        super().__init__()
+        self.gate_input = gate_input
+        gate_in = scenario_dim + (input_dim if gate_input == "hidden+scenario" else 0)
+        self.gate = nn.Linear(gate_in, input_dim)
+        self.linear = nn.Linear(input_dim, width)
+        self.output_dim = width
+
+    def forward(self, hidden: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        gate_input = torch.cat([hidden, scenario], dim=-1) if self.gate_input == "hidden+scenario" else scenario
+        return torch.relu(self.linear(hidden * torch.sigmoid(self.gate(gate_input))))
+
+
+class ScenarioAwareTower(nn.Module):
+    """SDT (eq. 9-11): every layer gates its input by the target scenario, then one logit."""
+
+    def __init__(self, input_dim: int, scenario_dim: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN,
+                 gate_input: SdtGateInput = "hidden+scenario"):
+        super().__init__()
+        layers = []
+        for width in hidden:
+            layers.append(ScenarioGatedLayer(input_dim, width, scenario_dim, gate_input))
+            input_dim = width
+        self.layers = nn.ModuleList(layers)
+        self.logit = nn.Linear(input_dim, 1)
+        self.output_dim = 1
+
+    def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        """x: [..., input_dim]; scenario: [..., scenario_dim] -> logits [...]."""
+        for layer in self.layers:
+            x = layer(x, scenario)
+        return self.logit(x).squeeze(-1)

@@ -1,0 +1,5 @@
+import sys
+
+from sainet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""`sainet` command line. Subcommands import their heavy dependencies lazily, so that serving
+commands never pull in torch."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="synthetic",
+                       help="synthetic (default), amazon-cdsr, movielens-1m or logs (your own log)")
+    group.add_argument("--data-dir", help="folder (or file, for `logs`) holding the dataset")
+    group.add_argument("--history-length", type=int, default=50, help="behaviours per history (N)")
+    group.add_argument("--split", choices=["time", "random", "leave-last-out", "given"],
+                       help="split method; default depends on the dataset")
+    group.add_argument("--split-seed", type=int, default=1234, help="seed of the random split")
+    group.add_argument("--negatives", type=int, default=4,
+                       help="amazon-cdsr: sampled negatives per positive")
+    group.add_argument("--negative-seed", type=int, default=2024, help="amazon-cdsr: negative sampling seed")
+    group.add_argument("--synthetic-users", type=int, default=4000)
+    group.add_argument("--synthetic-items", type=int, default=1000)
+    group.add_argument("--synthetic-scenarios", type=int, default=3)
+    group.add_argument("--synthetic-events", type=int, default=60, help="events per user")
+    group.add_argument("--synthetic-divergence", type=float, default=0.7,
+                       help="0 = same interests in every scenario, 1 = unrelated")
+    group.add_argument("--synthetic-seed", type=int, default=7)
+
+
+def _data_options(args: argparse.Namespace):
+    from model.data.datasets import DataOptions
+    from model.data.synthetic import SyntheticConfig
+
+    return DataOptions(
+        dataset=args.dataset, data_dir=args.data_dir, history_length=args.history_length,
+        split=args.split, split_seed=args.split_seed, negatives_per_positive=args.negatives,
+        negative_seed=args.negative_seed,
+        synthetic=SyntheticConfig(users=args.synthetic_users, items=args.synthetic_items,
+                                  scenarios=args.synthetic_scenarios, events_per_user=args.synthetic_events,
+                                  divergence=args.synthetic_divergence, seed=args.synthetic_seed),
+    )
+
+
+def _parse_model_options(model_name: str, pairs: list[str]) -> dict:
+    """`key=value` pairs typed by the model's config dataclass (ints, floats, bools, tuples)."""
+    from model.models import model_config
+
+    defaults = model_config(model_name)
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.replace("-", "_")
+        if not sep or key not in fields:
+            raise SystemExit(f"--model-opt {pair!r}: expected key=value with key in {sorted(fields)}")
+        default = fields[key]
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--model-opt {key} takes true or false")
+            overrides[key] = value.lower() in ("true", "1")
+        elif isinstance(default, tuple):
+            overrides[key] = tuple(int(v) for v in value.split(","))
+        else:
+            overrides[key] = type(default)(value)
+    return overrides
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from model.data.datasets import prepare_dataset
+
+    started = time.perf_counter()
+    data = prepare_dataset(_data_options(args))
+    data.save(Path(args.out))
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    print(json.dumps({"out": args.out, "examples": sizes, "scenarios": data.schema.scenarios,
+                      "vocab_sizes": data.schema.vocab_sizes,
+                      "seconds": round(time.perf_counter() - started, 2)}, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.data.datasets import prepare_dataset
+    from model.train import TrainConfig, train_model
+
+    overrides = _parse_model_options(args.model, args.model_opt)
+    for key in ("embed_dim", "blocks", "heads", "gamma"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    options = _data_options(args)
+    data = prepare_dataset(options)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                         threads=args.threads, max_train_examples=args.max_train_examples)
+    metrics = train_model(data, args.model, overrides, config, Path(args.out), options)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.train import evaluate_run
+
+    metrics = evaluate_run(Path(args.run), data_dir=args.data_dir)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sainet", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    prepare = data.add_parser("prepare", help="write processed splits, feature schema and vocabularies")
+    _add_data_arguments(prepare)
+    prepare.add_argument("--out", required=True, help="output folder")
+    prepare.set_defaults(handler=cmd_data_prepare)
+
+    from model.models import MODEL_REGISTRY
+
+    train = commands.add_parser("train", help="train a model with early stopping on validation AUC")
+    _add_data_arguments(train)
+    train.add_argument("--model", default="sainet", choices=sorted(MODEL_REGISTRY))
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=4096)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
+    train.add_argument("--seed", type=int, default=42, help="model seed (init and shuffling)")
+    train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    train.add_argument("--max-train-examples", type=int, help="train on a seeded subsample")
+    train.add_argument("--embed-dim", type=int)
+    train.add_argument("--blocks", type=int, help="scenario-adaptive blocks L")
+    train.add_argument("--heads", type=int, help="attention heads h")
+    train.add_argument("--gamma", type=float, help="STM scaling factor")
+    train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other model config field, e.g. sie_residual=true")
+    train.add_argument("--out", required=True, help="run directory")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="recompute a run's test metrics from its checkpoint")
+    evaluate.add_argument("--run", required=True, help="run directory written by `sainet train`")
+    evaluate.add_argument("--data-dir", help="where the run's dataset lives now, if it moved")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"sainet: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
