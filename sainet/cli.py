@@ -24,9 +24,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="amazon-cdsr: sampled negatives per positive")
     group.add_argument("--negative-seed", type=int, default=2024, help="amazon-cdsr: negative sampling seed")
     group.add_argument("--synthetic-users", type=int, default=4000)
-    group.add_argument("--synthetic-items", type=int, default=1000)
+    group.add_argument("--synthetic-items", type=int, default=500)
     group.add_argument("--synthetic-scenarios", type=int, default=3)
     group.add_argument("--synthetic-events", type=int, default=60, help="events per user")
+    group.add_argument("--synthetic-topics", type=int, default=8, help="item topics users have tastes for")
     group.add_argument("--synthetic-divergence", type=float, default=0.7,
                        help="0 = same interests in every scenario, 1 = unrelated")
     group.add_argument("--synthetic-seed", type=int, default=7)
@@ -42,6 +43,7 @@ def _data_options(args: argparse.Namespace):
         negative_seed=args.negative_seed,
         synthetic=SyntheticConfig(users=args.synthetic_users, items=args.synthetic_items,
                                   scenarios=args.synthetic_scenarios, events_per_user=args.synthetic_events,
+                                  topics=args.synthetic_topics,
                                   divergence=args.synthetic_divergence, seed=args.synthetic_seed),
     )
 
@@ -111,6 +113,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx_export import ExportError, export_run
+
+    try:
+        artifact = export_run(Path(args.run), Path(args.out), name=args.name, version=args.version,
+                              opset=args.opset, tolerance=args.tolerance, real_inputs=not args.no_real_inputs)
+    except ExportError as error:
+        print(f"sainet: export refused: {error}", file=sys.stderr)
+        return 1
+    meta = json.loads((artifact / "meta.json").read_text())
+    print(json.dumps({"artifact": str(artifact), "name": meta["name"], "version": meta["version"],
+                      "parity_max_abs_diff": meta["parity"]["max_abs_diff"]}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sainet", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -148,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True, help="run directory written by `sainet train`")
     evaluate.add_argument("--data-dir", help="where the run's dataset lives now, if it moved")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    export = commands.add_parser("export", help="export a run to a versioned ONNX artifact (parity-checked)")
+    export.add_argument("--run", required=True, help="run directory written by `sainet train`")
+    export.add_argument("--out", required=True, help="model root; writes <out>/<name>/<version>/")
+    export.add_argument("--name", help="model name (default: the run's model name)")
+    export.add_argument("--version", help="version (default: the next integer)")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference ONNX vs PyTorch")
+    export.add_argument("--no-real-inputs", action="store_true",
+                        help="skip the parity check on the run's real test examples")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 

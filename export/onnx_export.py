@@ -1,0 +1,229 @@
+"""Export a trained run to a versioned ONNX artifact, after a parity check against PyTorch.
+
+Artifact layout (the one contract between export and serving):
+
+    <root>/<name>/<version>/
+        model.onnx            inputs as in `model.batch.INPUT_NAMES`, output `scores` [B, C] in (0, 1)
+        meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
+        vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
+        item_features.json    raw item id -> raw item-side feature values
+
+Versions are increasing integers; a version directory appears atomically (written to a temporary
+sibling, then renamed), and only after the parity check passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.batch import INPUT_NAMES, Batch, examples_to_batch
+from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema
+from model.train import LoadedRun, load_run
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = 1
+OUTPUT_NAME = "scores"
+DEFAULT_TOLERANCE = 1e-5
+
+
+class ExportError(RuntimeError):
+    """The export was refused; nothing was written."""
+
+
+class ScoringModule(nn.Module):
+    """Positional-input wrapper: the exported graph returns probabilities [B, C]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features):
+        batch = Batch(hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features)
+        return torch.sigmoid(self.model(batch))
+
+
+def random_inputs(schema: FeatureSchema, batch: int, length: int, candidates: int, seed: int,
+                  empty_rows: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+    """Valid random indices for every input, with left padding and some users without history."""
+    g = torch.Generator().manual_seed(seed)
+    n_items, n_scen = schema.num_item_embeddings, schema.num_scenario_embeddings
+    hist_items = torch.randint(1, n_items, (batch, length), generator=g)
+    hist_scen = torch.randint(1, n_scen, (batch, length), generator=g)
+    pad = torch.randint(0, length + 1, (batch,), generator=g)
+    padded = torch.arange(length)[None, :] < pad[:, None]
+    for row in empty_rows:
+        padded[row] = True
+    hist_items[padded] = 0
+    hist_scen[padded] = 0
+    request = [torch.randint(0, schema.vocab_sizes[f.name], (batch,), generator=g) for f in schema.request_features]
+    item = [torch.randint(0, schema.vocab_sizes[f.name], (batch, candidates), generator=g)
+            for f in schema.item_features]
+    return (
+        hist_items, hist_scen,
+        torch.randint(FIRST_KNOWN_INDEX, n_scen, (batch,), generator=g),
+        torch.stack(request, 1) if request else torch.zeros((batch, 0), dtype=torch.long),
+        torch.randint(1, n_items, (batch, candidates), generator=g),
+        torch.stack(item, 2) if item else torch.zeros((batch, candidates, 0), dtype=torch.long),
+    )
+
+
+def export_onnx(module: ScoringModule, schema: FeatureSchema, path: Path, opset: int = 18) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    history = torch.export.Dim("history", min=1)
+    candidates = torch.export.Dim("candidates", min=1)
+    dynamic_shapes = {
+        "hist_items": {0: batch, 1: history}, "hist_scenarios": {0: batch, 1: history},
+        "target_scenario": {0: batch}, "request_features": {0: batch},
+        "cand_items": {0: batch, 1: candidates}, "cand_features": {0: batch, 1: candidates},
+    }
+    example = random_inputs(schema, batch=3, length=5, candidates=4, seed=0)
+    program = torch.onnx.export(module, example, dynamic_shapes=dynamic_shapes, dynamo=True,
+                                opset_version=opset, input_names=list(INPUT_NAMES),
+                                output_names=[OUTPUT_NAME], verbose=False)
+    program.save(str(path))
+
+
+def parity_cases(run: LoadedRun, real_batch: Batch | None) -> dict[str, tuple[torch.Tensor, ...]]:
+    schema = run.schema
+    n = schema.history_length
+    cases = {
+        "random_b8_c20": random_inputs(schema, 8, n, 20, seed=1, empty_rows=(0,)),
+        "no_history_c1": random_inputs(schema, 2, n, 1, seed=2, empty_rows=(0, 1)),
+        "c1": random_inputs(schema, 5, n, 1, seed=3),
+        "c500": random_inputs(schema, 2, n, 500, seed=4, empty_rows=(1,)),
+        "short_history_b1": random_inputs(schema, 1, 3, 7, seed=5),
+    }
+    if real_batch is not None:
+        cases["real_test_examples"] = tuple(real_batch)
+    return cases
+
+
+def check_parity(session, module: ScoringModule, cases: dict, tolerance: float) -> dict[str, float]:
+    figures = {}
+    with torch.no_grad():
+        for name, inputs in cases.items():
+            expected = module(*inputs).numpy()
+            got = session.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, inputs)})[0]
+            if got.shape != expected.shape or not np.isfinite(got).all():
+                raise ExportError(f"parity case {name!r}: ONNX output shape {got.shape} / finite "
+                                  f"{np.isfinite(got).all()} vs PyTorch {expected.shape}")
+            figures[name] = float(np.abs(got - expected).max())
+    worst = max(figures, key=figures.get)
+    if figures[worst] > tolerance:
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {figures[worst]:.3g} on case {worst!r} "
+                          f"(tolerance {tolerance:g}); nothing was written")
+    return figures
+
+
+def real_test_batch(run: LoadedRun, rows: int = 256) -> Batch | None:
+    """A batch of the run's real test examples, when its dataset can still be rebuilt."""
+    if run.data_options is None:
+        return None
+    from model.data.datasets import prepare_dataset
+
+    try:
+        data = prepare_dataset(run.data_options)
+    except (FileNotFoundError, ValueError) as error:
+        log.warning("parity on real inputs skipped: %s", error)
+        return None
+    test = data.splits["test"]
+    picked = np.random.default_rng(0).choice(len(test), size=min(rows, len(test)), replace=False)
+    batch, _ = examples_to_batch(test, np.sort(picked))
+    return batch
+
+
+def next_version(model_root: Path) -> str:
+    versions = [int(p.name) for p in model_root.glob("*") if p.is_dir() and p.name.isdigit()]
+    return str(max(versions, default=0) + 1)
+
+
+def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: str | None = None,
+               opset: int = 18, tolerance: float = DEFAULT_TOLERANCE, real_inputs: bool = True) -> Path:
+    import onnxruntime as ort
+
+    run_dir, out_root = Path(run_dir), Path(out_root)
+    run = load_run(run_dir)
+    name = name or run.model_name
+    model_root = out_root / name
+    model_root.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(model_root)
+    final_dir = model_root / version
+    if final_dir.exists():
+        raise ExportError(f"{final_dir} already exists; versions are immutable")
+
+    module = ScoringModule(run.model).eval()
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_root))
+    try:
+        export_onnx(module, run.schema, staging / "model.onnx", opset)
+        session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
+        cases = parity_cases(run, real_test_batch(run) if real_inputs else None)
+        parity = check_parity(session, module, cases, tolerance)
+        shutil.copytree(run_dir / "vocab", staging / "vocab")
+        item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
+        (staging / "item_features.json").write_text(json.dumps(item_table))
+        metrics_path = run_dir / "metrics.json"
+        meta = {
+            "format": ARTIFACT_FORMAT,
+            "name": name,
+            "version": version,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "architecture": run.model_name,
+            "model_config": dataclasses.asdict(run.model.config),
+            "schema": run.schema.to_dict(),
+            "scenarios": run.schema.scenarios,
+            "max_history_length": run.schema.history_length,
+            "index": {"padding": 0, "oov": 1, "first_known": FIRST_KNOWN_INDEX},
+            "vocabularies": {p.stem: f"vocab/{p.name}" for p in sorted((staging / "vocab").glob("*.json"))},
+            "item_features": "item_features.json",
+            "inputs": _input_specs(run.schema),
+            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "candidates"],
+                         "meaning": "click probability"}],
+            "opset": opset,
+            "parity": {"tolerance": tolerance, "max_abs_diff": parity},
+            "test_metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
+            "source_run": str(run_dir.resolve()),
+            "torch_version": torch.__version__,
+            "onnxruntime_version": ort.__version__,
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        os.replace(staging, final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def _input_specs(schema: FeatureSchema) -> list[dict]:
+    f_request, f_item = len(schema.request_features), len(schema.item_features)
+    return [
+        {"name": "hist_items", "dtype": "int64", "shape": ["batch", "history"]},
+        {"name": "hist_scenarios", "dtype": "int64", "shape": ["batch", "history"]},
+        {"name": "target_scenario", "dtype": "int64", "shape": ["batch"]},
+        {"name": "request_features", "dtype": "int64", "shape": ["batch", f_request],
+         "features": [f.name for f in schema.request_features]},
+        {"name": "cand_items", "dtype": "int64", "shape": ["batch", "candidates"]},
+        {"name": "cand_features", "dtype": "int64", "shape": ["batch", "candidates", f_item],
+         "features": [f.name for f in schema.item_features]},
+    ]
+
+
+def _item_feature_lookup(path: Path, schema: FeatureSchema) -> dict[str, list[str]]:
+    if not schema.item_features or not path.exists():
+        return {}
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    names = [f.name for f in schema.item_features]
+    return dict(zip(table["item_id"].astype(str), table[names].astype(str).values.tolist()))

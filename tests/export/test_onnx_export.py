@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.onnx_export import ExportError, ScoringModule, export_run, random_inputs
+from model.batch import INPUT_NAMES
+from model.data.datasets import DataOptions, prepare_dataset
+from model.data.synthetic import SyntheticConfig
+from model.train import TrainConfig, load_run, train_model
+
+TINY = DataOptions(history_length=12, synthetic=SyntheticConfig(users=200, items=50, events_per_user=20))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train_model(prepare_dataset(TINY), "sainet", {"embed_dim": 16, "tower": (32, 16)},
+                TrainConfig(epochs=1, batch_size=512, threads=1), out, TINY)
+    return out
+
+
+def test_export_writes_a_versioned_artifact_with_parity(run_dir, tmp_path):
+    first = export_run(run_dir, tmp_path)
+    second = export_run(run_dir, tmp_path)
+    assert (first.name, second.name, first.parent.name) == ("1", "2", "sainet")
+    meta = json.loads((first / "meta.json").read_text())
+    for key in ("name", "version", "created_at", "schema", "scenarios", "max_history_length", "inputs",
+                "outputs", "parity", "vocabularies"):
+        assert key in meta, key
+    assert set(meta["parity"]["max_abs_diff"]) >= {"no_history_c1", "c1", "c500", "real_test_examples"}
+    assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
+    assert (first / "vocab" / "item_id.json").exists() and (first / "model.onnx").exists()
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]   # no staging left over
+
+
+def test_onnx_has_dynamic_batch_history_and_candidates(run_dir, tmp_path):
+    artifact = export_run(run_dir, tmp_path, real_inputs=False)
+    session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    run = load_run(run_dir)
+    module = ScoringModule(run.model).eval()
+    for batch, length, candidates in ((1, 1, 1), (3, 40, 500), (6, 12, 2)):
+        inputs = random_inputs(run.schema, batch, length, candidates, seed=batch, empty_rows=(0,))
+        got = session.run(None, {k: v.numpy() for k, v in zip(INPUT_NAMES, inputs)})[0]
+        with torch.no_grad():
+            expected = module(*inputs).numpy()
+        assert got.shape == (batch, candidates) and np.isfinite(got).all()
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_failed_parity_writes_nothing(run_dir, tmp_path):
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_run(run_dir, tmp_path, tolerance=-1.0, real_inputs=False)
+    assert list((tmp_path / "sainet").iterdir()) == []

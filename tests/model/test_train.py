@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from model.data.datasets import DataOptions, prepare_dataset
+from model.data.synthetic import SyntheticConfig
+from model.train import TrainConfig, evaluate_run, load_run, predict, train_model
+
+TINY = DataOptions(history_length=10, synthetic=SyntheticConfig(users=300, items=60, events_per_user=30))
+FAST = {"embed_dim": 16, "tower": (64, 32)}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    data = prepare_dataset(TINY)
+    metrics = train_model(data, "sainet", FAST, TrainConfig(epochs=2, batch_size=512, seed=3, threads=1), out, TINY)
+    return out, metrics, data
+
+
+def test_run_directory_holds_everything_export_needs(tiny_run):
+    out, metrics, _ = tiny_run
+    for name in ("checkpoint.pt", "schema.json", "vocab/item_id.json", "vocab/scenario.json",
+                 "item_features.parquet", "config.json", "metrics.json", "history.json", "training_curve.png"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["auc"]["per_scenario"]) == {"s0", "s1", "s2"}
+    for key in ("logloss", "oracle_auc", "train_seconds", "examples_per_second"):
+        assert saved[key] is not None and saved[key] > 0, key
+    assert saved == json.loads(json.dumps(metrics))
+
+
+def test_evaluate_recomputes_the_test_metrics(tiny_run):
+    out, metrics, _ = tiny_run
+    recomputed = evaluate_run(out)
+    assert recomputed["auc"] == metrics["auc"]
+    assert recomputed["logloss"] == pytest.approx(metrics["logloss"], abs=1e-9)
+
+
+def test_loaded_model_predicts_like_the_trained_one(tiny_run):
+    out, _, data = tiny_run
+    run = load_run(out)
+    assert run.model_name == "sainet" and run.schema == data.schema
+    probs = predict(run.model, data.splits["test"])
+    assert np.isfinite(probs).all() and probs.shape == (len(data.splits["test"]),)
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    data = prepare_dataset(TINY)
+    config = TrainConfig(epochs=1, batch_size=512, seed=11, threads=1)
+    a = train_model(data, "sainet", FAST, config, tmp_path / "a", TINY)
+    b = train_model(data, "sainet", FAST, config, tmp_path / "b", TINY)
+    assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]
+
+
+def test_short_synthetic_run_beats_chance(tmp_path):
+    options = DataOptions(history_length=20, synthetic=SyntheticConfig(users=1500, items=200, events_per_user=40))
+    metrics = train_model(prepare_dataset(options), "sainet", {}, TrainConfig(epochs=3, batch_size=1024, threads=2),
+                          tmp_path, options)
+    assert metrics["auc"]["overall"] > 0.55
+    assert metrics["oracle_auc"] > metrics["auc"]["overall"]
+
+
+@pytest.mark.real_data
+def test_short_amazon_run_beats_chance(tmp_path, amazon_dir):
+    options = DataOptions(dataset="amazon-cdsr", data_dir=str(amazon_dir))
+    metrics = train_model(prepare_dataset(options), "sainet", {},
+                          TrainConfig(epochs=1, max_train_examples=120_000, threads=2), tmp_path, options)
+    assert metrics["auc"]["overall"] > 0.6
+    assert all(auc > 0.55 for auc in metrics["auc"]["per_scenario"].values())
+
+
+@pytest.mark.real_data
+def test_short_movielens_run_beats_chance(tmp_path, movielens_dir):
+    options = DataOptions(dataset="movielens-1m", data_dir=str(movielens_dir), history_length=20)
+    metrics = train_model(prepare_dataset(options), "sainet", {},
+                          TrainConfig(epochs=1, max_train_examples=80_000, threads=2), tmp_path, options)
+    assert metrics["auc"]["overall"] > 0.6
+    assert set(metrics["auc"]["per_scenario"]) == {"under-25", "25-34", "35-plus"}
