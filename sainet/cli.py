@@ -128,6 +128,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    if args.model_dir:
+        os.environ["SAINET_MODEL_DIR"] = args.model_dir
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sainet", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -139,11 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, help="output folder")
     prepare.set_defaults(handler=cmd_data_prepare)
 
-    from model.models import MODEL_REGISTRY
-
     train = commands.add_parser("train", help="train a model with early stopping on validation AUC")
     _add_data_arguments(train)
-    train.add_argument("--model", default="sainet", choices=sorted(MODEL_REGISTRY))
+    # Checked against the model registry when the command runs (importing it here would pull torch
+    # into every subcommand, `serve` included).
+    train.add_argument("--model", default="sainet", help="a registered model name, e.g. sainet, sainet-no-sie")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=4096)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -176,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-real-inputs", action="store_true",
                         help="skip the parity check on the run's real test examples")
     export.set_defaults(handler=cmd_export)
+
+    serve = commands.add_parser("serve", help="serve /score over HTTP (settings: SAINET_* variables)")
+    serve.add_argument("--model-dir", help="model root (SAINET_MODEL_DIR)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -1,0 +1,183 @@
+"""Dynamic batching: concurrent /score requests gathered into one Redis round trip and one ONNX
+Runtime run, bounded by requests, candidate rows and a maximum wait. Encoding and inference run in
+a worker thread, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, QueueFull, UnknownScenario
+from service.inference import LoadedModel
+from service.metrics import ServiceMetrics
+from service.store import FeatureStore, UserState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreJob:
+    user_id: str
+    scenario: str
+    candidates: list[str]
+    features: dict[str, str]
+    deadline: float
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ScoreResult:
+    scores: list[float]
+    model_name: str
+    model_version: str
+    history_length: int
+    cold_start: bool
+    degraded: bool
+
+
+class DynamicBatcher:
+    def __init__(self, store: FeatureStore, current_model: Callable[[], LoadedModel], metrics: ServiceMetrics,
+                 max_batch_requests: int, max_batch_rows: int, max_wait_us: int, queue_size: int,
+                 redis_timeout_seconds: float):
+        self.store = store
+        self.current_model = current_model
+        self.metrics = metrics
+        self.max_batch_requests = max_batch_requests
+        self.max_batch_rows = max_batch_rows
+        self.max_wait = max_wait_us / 1e6
+        self.redis_timeout = redis_timeout_seconds
+        self.queue: asyncio.Queue[ScoreJob] = asyncio.Queue(maxsize=queue_size)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._carry: ScoreJob | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Drains what is queued, then stops."""
+        while not self.queue.empty() or self._carry is not None:
+            await asyncio.sleep(0.005)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, job: ScoreJob) -> ScoreResult:
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            raise QueueFull("the scoring queue is full; retry shortly") from None
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return await job.future
+
+    async def _collect(self) -> list[ScoreJob]:
+        first = self._carry or await self.queue.get()
+        self._carry = None
+        batch = [first]
+        give_up = time.perf_counter() + self.max_wait
+        while len(batch) < self.max_batch_requests:
+            try:
+                job = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = give_up - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            width = max(len(job.candidates), max(len(j.candidates) for j in batch))
+            if width * (len(batch) + 1) > self.max_batch_rows:
+                self._carry = job
+                break
+            batch.append(job)
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            try:
+                await self._score(loop, batch)
+            except Exception as error:  # never let one bad batch kill the batcher
+                log.exception("scoring batch failed")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+
+    async def _score(self, loop, batch: list[ScoreJob]) -> None:
+        now = time.perf_counter()
+        live = []
+        for job in batch:
+            self.metrics.stage_latency.labels(stage="queue_wait").observe(now - job.enqueued)
+            if job.future.cancelled():
+                continue
+            if now > job.deadline:
+                self.metrics.rejected.labels(reason="deadline").inc()
+                job.future.set_exception(DeadlineExceeded("the request waited past its deadline"))
+                continue
+            live.append(job)
+        if not live:
+            return
+        model = self.current_model()
+        states, degraded = await self._fetch_states(live, model.artifact.history_length)
+        valid, valid_states = [], []
+        for job, state in zip(live, states):
+            if job.scenario in model.artifact.scenario_index:
+                valid.append(job)
+                valid_states.append(state)
+            else:  # the model changed between validation and scoring
+                job.future.set_exception(UnknownScenario(
+                    f"unknown scenario {job.scenario!r}; valid: {model.artifact.scenarios}", "scenario"))
+        if not valid:
+            return
+        started = time.perf_counter()
+        scores, encoded = await loop.run_in_executor(self.executor, self._infer, model, valid, valid_states)
+        self.metrics.stage_latency.labels(stage="inference").observe(time.perf_counter() - started)
+        self.metrics.batch_requests.observe(len(valid))
+        self.metrics.batch_rows.observe(scores.shape[0] * scores.shape[1])
+        for row, job in enumerate(valid):
+            history_length = encoded.history_lengths[row]
+            cold = history_length == 0
+            if cold:
+                self.metrics.cold_start.inc()
+            if degraded:
+                self.metrics.degraded.inc()
+            if not job.future.done():
+                job.future.set_result(ScoreResult(
+                    scores=scores[row, :len(job.candidates)].tolist(), model_name=model.name,
+                    model_version=model.version, history_length=history_length, cold_start=cold,
+                    degraded=degraded))
+
+    async def _fetch_states(self, jobs: list[ScoreJob], history_length: int) -> tuple[list[UserState], bool]:
+        started = time.perf_counter()
+        try:
+            states = await asyncio.wait_for(self.store.fetch([j.user_id for j in jobs], history_length),
+                                            self.redis_timeout)
+            degraded = False
+        except Exception as error:  # Redis down, slow or failing: score as cold start
+            log.warning("feature store unavailable, scoring %d requests as cold start: %r", len(jobs), error)
+            states, degraded = [UserState() for _ in jobs], True
+        self.metrics.stage_latency.labels(stage="redis_fetch").observe(time.perf_counter() - started)
+        return states, degraded
+
+    @staticmethod
+    def _infer(model: LoadedModel, jobs: list[ScoreJob], states: list[UserState]):
+        encoded = model.artifact.encode(
+            [j.scenario for j in jobs], [s.history for s in states],
+            [{**s.features, **j.features} for j, s in zip(jobs, states)], [j.candidates for j in jobs])
+        scores = model.run(encoded.inputs)
+        return np.asarray(scores), encoded

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the service (one registry per app, so tests can run several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            "sainet_request_duration_seconds", "HTTP request latency", ["endpoint", "scenario", "status"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram(
+            "sainet_stage_duration_seconds", "latency of a scoring stage (redis_fetch, queue_wait, inference)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_requests = Histogram("sainet_batch_requests", "requests per inference run",
+                                        buckets=SIZE_BUCKETS, registry=r)
+        self.batch_rows = Histogram("sainet_batch_candidate_rows", "candidate rows per inference run",
+                                    buckets=SIZE_BUCKETS, registry=r)
+        self.queue_depth = Gauge("sainet_queue_depth", "score requests waiting for a batch", registry=r)
+        self.rejected = Counter("sainet_rejected_total", "requests rejected before inference", ["reason"],
+                                registry=r)
+        self.degraded = Counter("sainet_degraded_total", "requests scored without Redis (cold start)", registry=r)
+        self.cold_start = Counter("sainet_cold_start_total", "requests scored with an empty history", registry=r)
+        self.events = Counter("sainet_events_appended_total", "behaviours appended through /events", registry=r)
+        self.reloads = Counter("sainet_model_reloads_total", "model load attempts", ["outcome"], registry=r)
+        self.model_info = Gauge("sainet_model_info", "the model being served (value 1)",
+                                ["name", "version", "provider"], registry=r)
+
+    def set_model(self, name: str, version: str, provider: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version, provider=provider).set(1)
+
+
+METRIC_NAMES = (
+    "sainet_request_duration_seconds", "sainet_stage_duration_seconds", "sainet_batch_requests",
+    "sainet_batch_candidate_rows", "sainet_queue_depth", "sainet_rejected_total", "sainet_degraded_total",
+    "sainet_cold_start_total", "sainet_events_appended_total", "sainet_model_reloads_total", "sainet_model_info",
+)

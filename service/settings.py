@@ -1,0 +1,39 @@
+"""Service configuration: every setting is an environment variable `SAINET_<NAME>` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAINET_", protected_namespaces=())
+
+    model_dir: Path = Field(Path("artifacts"), description="model root holding <name>/<version>/")
+    model_name: str | None = Field(None, description="model to serve; default: the only one under model_dir")
+    model_version: str | None = Field(None, description="pin a version; default: the newest")
+    reload_poll_seconds: float = Field(10.0, description="how often to look for a newer version (0 = never)")
+
+    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = embedded Redis")
+    redis_timeout_ms: float = Field(50.0, description="timeout of every Redis call")
+    redis_prefix: str = "sainet"
+    history_length: int = Field(50, description="behaviours kept per user in Redis")
+    history_ttl_seconds: int | None = Field(None, description="expire idle histories after this long")
+    embedded_redis_port: int = Field(6399, description="TCP port of the embedded Redis (127.0.0.1)")
+
+    max_candidates: int = Field(1000, description="most candidates per /score request")
+    max_events: int = Field(1000, description="most events per /events request")
+    max_id_length: int = Field(256, description="longest user/item/scenario id accepted")
+    max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
+
+    max_batch_requests: int = Field(64, description="most requests gathered into one inference run")
+    max_batch_rows: int = Field(16384, description="most candidate rows (requests x padded C) per run")
+    max_wait_us: int = Field(2000, description="longest wait for more requests before a run starts")
+    queue_size: int = Field(512, description="pending requests before new ones get 429")
+    request_timeout_ms: float = Field(1000.0, description="deadline of a queued /score request")
+
+    require_gpu: bool = Field(False, description="fail start-up unless the CUDA provider is active")
+    intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = its default)")
+    inter_op_threads: int = Field(0, description="ONNX Runtime inter-op threads (0 = its default)")

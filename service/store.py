@@ -1,0 +1,157 @@
+"""The feature store: per-user scenario-tagged behaviour histories and user-side features in Redis.
+
+Key layout (prefix configurable, default "sainet"):
+
+    {prefix}:h:{user_id}   list, newest behaviour first; each element is the JSON array
+                           [item_id, scenario, timestamp] with raw ids (never model indices), so a
+                           history survives a model update with new vocabularies
+    {prefix}:u:{user_id}   hash, user-side feature name -> raw value
+
+An append pushes the new behaviours and trims the list to `history_length` in one MULTI/EXEC
+transaction (optionally refreshing a TTL), so a reader never sees an untrimmed list. Behaviours are
+kept in arrival order. Everything the service needs goes through `FeatureStore`, so that a Redis
+Cluster (or another store) can replace this one without touching the service.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import redis
+import redis.asyncio as aredis
+
+DEFAULT_PREFIX = "sainet"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    item_id: str
+    scenario: str
+    timestamp: float
+
+
+@dataclass
+class UserState:
+    history: list[Behaviour] = field(default_factory=list)   # oldest first
+    features: dict[str, str] = field(default_factory=dict)
+
+
+class FeatureStore(Protocol):
+    async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
+        """States of many users in one round trip, histories oldest first, at most history_length."""
+
+    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
+        """Appends (user_id, behaviour) pairs atomically with the trim."""
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def history_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:h:{user_id}"
+
+
+def features_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:u:{user_id}"
+
+
+def encode_behaviour(behaviour: Behaviour) -> str:
+    return json.dumps([behaviour.item_id, behaviour.scenario, behaviour.timestamp], separators=(",", ":"))
+
+
+def decode_history(raw_newest_first: list[bytes]) -> list[Behaviour]:
+    out = []
+    for raw in reversed(raw_newest_first):
+        item_id, scenario, timestamp = json.loads(raw)
+        out.append(Behaviour(str(item_id), str(scenario), float(timestamp)))
+    return out
+
+
+def _queue_append(pipe, prefix: str, user_id: str, behaviours_oldest_first: list[Behaviour],
+                  history_length: int, ttl_seconds: int | None) -> None:
+    key = history_key(prefix, user_id)
+    pipe.lpush(key, *[encode_behaviour(b) for b in behaviours_oldest_first])
+    pipe.ltrim(key, 0, history_length - 1)
+    if ttl_seconds:
+        pipe.expire(key, ttl_seconds)
+
+
+def _group_by_user(events: Iterable[tuple[str, Behaviour]]) -> dict[str, list[Behaviour]]:
+    grouped: dict[str, list[Behaviour]] = {}
+    for user_id, behaviour in events:
+        grouped.setdefault(user_id, []).append(behaviour)
+    return grouped
+
+
+class RedisFeatureStore:
+    """Async store over one Redis server (redis:// or rediss:// URLs, with password)."""
+
+    def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
+                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05):
+        self.url = url
+        self.history_length = history_length
+        self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
+        self.client = aredis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+            retry_on_timeout=False, health_check_interval=30)
+
+    async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.lrange(history_key(self.prefix, user_id), 0, history_length - 1)
+                pipe.hgetall(features_key(self.prefix, user_id))
+            replies = await pipe.execute()
+        states = []
+        for i in range(len(user_ids)):
+            raw_history, raw_features = replies[2 * i], replies[2 * i + 1]
+            features = {k.decode(): v.decode() for k, v in raw_features.items()}
+            states.append(UserState(decode_history(raw_history), features))
+        return states
+
+    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            for user_id, behaviours in _group_by_user(events).items():
+                _queue_append(pipe, self.prefix, user_id, behaviours, self.history_length, self.ttl_seconds)
+            await pipe.execute()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisBulkWriter:
+    """Synchronous pipelined writer for seeding many users (one round trip per `chunk` users)."""
+
+    def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
+                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 10.0, chunk: int = 2000):
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
+                                           socket_connect_timeout=timeout_seconds)
+        self.history_length, self.ttl_seconds, self.prefix, self.chunk = history_length, ttl_seconds, prefix, chunk
+
+    def write(self, histories: dict[str, list[Behaviour]], user_features: dict[str, dict[str, str]]) -> int:
+        """Replaces each user's history (oldest first) and features; returns the number of users."""
+        users = sorted(set(histories) | set(user_features))
+        for start in range(0, len(users), self.chunk):
+            with self.client.pipeline(transaction=True) as pipe:
+                for user_id in users[start:start + self.chunk]:
+                    pipe.delete(history_key(self.prefix, user_id))
+                    if histories.get(user_id):
+                        _queue_append(pipe, self.prefix, user_id, histories[user_id][-self.history_length:],
+                                      self.history_length, self.ttl_seconds)
+                    if user_features.get(user_id):
+                        pipe.delete(features_key(self.prefix, user_id))
+                        pipe.hset(features_key(self.prefix, user_id), mapping=user_features[user_id])
+                pipe.execute()
+        return len(users)
+
+    def close(self) -> None:
+        self.client.close()
