@@ -1,10 +1,13 @@
-# `make test` and (later) `make run` each do their own set-up in .venv.
+# `make run` and `make test` each do their own set-up in .venv (see the README's quickstart).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test install clean
+ARTIFACT := artifacts/sainet
+DEFAULT_RUN := runs/default
+
+.PHONY: test run model install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +21,16 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The default model: synthetic data, trained and exported once.
+$(ARTIFACT): | $(STAMP)
+	$(BIN)/sainet train --out $(DEFAULT_RUN) --epochs 6 --threads 2
+	$(BIN)/sainet export --run $(DEFAULT_RUN) --out artifacts
+
+model: $(ARTIFACT)
+
+run: $(STAMP) $(ARTIFACT)
+	./scripts/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

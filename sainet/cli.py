@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the parity check on the run's real test examples")
     export.set_defaults(handler=cmd_export)
 
+    from sainet.seed import add_seed_parser
+
+    add_seed_parser(commands, _add_data_arguments, _data_options)
+
     serve = commands.add_parser("serve", help="serve /score over HTTP (settings: SAINET_* variables)")
     serve.add_argument("--model-dir", help="model root (SAINET_MODEL_DIR)")
     serve.add_argument("--host", default="127.0.0.1")

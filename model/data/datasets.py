@@ -55,7 +55,8 @@ class DataOptions:
         return self.split or DATASETS[self.dataset].default_split
 
 
-def prepare_dataset(options: DataOptions) -> PreparedData:
+def check_data_options(options: DataOptions) -> None:
+    """Rejects bad options before anything is read."""
     if options.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {options.dataset!r}; choose from {sorted(DATASETS)}")
     spec = DATASETS[options.dataset]
@@ -66,7 +67,18 @@ def prepare_dataset(options: DataOptions) -> PreparedData:
         raise ValueError(f"dataset {options.dataset!r} needs --data-dir")
     if options.history_length < 1:
         raise ValueError("history length must be at least 1")
-    log = spec.load(data_dir=Path(options.data_dir) if options.data_dir else None,
-                    negatives_per_positive=options.negatives_per_positive,
-                    negative_seed=options.negative_seed, synthetic=options.synthetic)
-    return build_prepared_data(log, options.dataset, options.history_length, split, options.split_seed)
+
+
+def load_log(options: DataOptions) -> InteractionLog:
+    """The dataset's canonical interaction log."""
+    check_data_options(options)
+    return DATASETS[options.dataset].load(
+        data_dir=Path(options.data_dir) if options.data_dir else None,
+        negatives_per_positive=options.negatives_per_positive,
+        negative_seed=options.negative_seed, synthetic=options.synthetic)
+
+
+def prepare_dataset(options: DataOptions) -> PreparedData:
+    log = load_log(options)
+    return build_prepared_data(log, options.dataset, options.history_length, options.resolved_split(),
+                               options.split_seed)

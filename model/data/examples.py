@@ -123,15 +123,20 @@ def history_positions(user_codes: np.ndarray, is_behaviour: np.ndarray,
     return np.where(valid, positions, 0), valid
 
 
-def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
-                        split: SplitMethod, split_seed: int) -> PreparedData:
-    frame = log.frame.copy()
+def sort_log(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """A copy of a canonical log frame in the stable total order everything downstream relies on:
+    user (in order of first appearance), then time, then the log's own row order (kept as the
+    column `_log_order`); and each sorted row's user code."""
+    frame = frame.copy()
     frame["_log_order"] = np.arange(len(frame))
     user_codes, _ = pd.factorize(frame["user_id"])
-    # Stable total order: user, then time, then the log's own row order.
     order = np.lexsort((frame["_log_order"].to_numpy(), frame["timestamp"].to_numpy(), user_codes))
-    frame = frame.iloc[order].reset_index(drop=True)
-    user_codes = user_codes[order]
+    return frame.iloc[order].reset_index(drop=True), user_codes[order]
+
+
+def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
+                        split: SplitMethod, split_seed: int) -> PreparedData:
+    frame, user_codes = sort_log(log.frame)
     frame["split"] = assign_splits(frame, split, split_seed)
 
     train = frame[frame["split"] == "train"]

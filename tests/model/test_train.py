@@ -65,16 +65,18 @@ def test_short_synthetic_run_beats_chance(tmp_path):
 @pytest.mark.real_data
 def test_short_amazon_run_beats_chance(tmp_path, amazon_dir):
     options = DataOptions(dataset="amazon-cdsr", data_dir=str(amazon_dir))
-    metrics = train_model(prepare_dataset(options), "sainet", {},
-                          TrainConfig(epochs=1, max_train_examples=120_000, threads=2), tmp_path, options)
-    assert metrics["auc"]["overall"] > 0.6
+    metrics = train_model(prepare_dataset(options), "sainet", FAST,
+                          TrainConfig(epochs=2, batch_size=1024, max_train_examples=200_000, threads=2),
+                          tmp_path, options)
+    assert metrics["auc"]["overall"] > 0.58
     assert all(auc > 0.55 for auc in metrics["auc"]["per_scenario"].values())
 
 
 @pytest.mark.real_data
 def test_short_movielens_run_beats_chance(tmp_path, movielens_dir):
-    options = DataOptions(dataset="movielens-1m", data_dir=str(movielens_dir), history_length=20)
-    metrics = train_model(prepare_dataset(options), "sainet", {},
-                          TrainConfig(epochs=1, max_train_examples=80_000, threads=2), tmp_path, options)
-    assert metrics["auc"]["overall"] > 0.6
+    options = DataOptions(dataset="movielens-1m", data_dir=str(movielens_dir), history_length=10)
+    metrics = train_model(prepare_dataset(options), "sainet", FAST,
+                          TrainConfig(epochs=2, batch_size=1024, max_train_examples=80_000, threads=2),
+                          tmp_path, options)
+    assert metrics["auc"]["overall"] > 0.62
     assert set(metrics["auc"]["per_scenario"]) == {"under-25", "25-34", "35-plus"}

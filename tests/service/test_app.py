@@ -321,3 +321,33 @@ def test_requests_past_their_deadline_are_dropped(model_root, redis_server):
         metrics = httpx.get(f"{live.url}/metrics").text
     assert answer.status_code == 503 and "deadline" in answer.text
     assert 'sainet_rejected_total{reason="deadline"} 1.0' in metrics
+
+
+def test_require_gpu_fails_loudly_without_cuda(model_root):
+    from service.inference import load_model
+
+    with pytest.raises(RuntimeError, match="SAINET_REQUIRE_GPU"):
+        load_model(model_root / "models" / "sainet" / "1", require_gpu=True)
+
+
+def test_shutdown_drains_requests_in_flight(model_root, redis_server):
+    live = LiveServer(settings_for(model_root, redis_server.url, max_wait_us=200_000, max_batch_requests=64))
+    live.__enter__()
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=live.url, timeout=20) as client:
+            body = {"user_id": "u1", "scenario": "home", "candidates": ["i1", "i2"]}
+            pending = [asyncio.create_task(client.post("/score", json=body)) for _ in range(16)]
+            await asyncio.sleep(0.05)             # the requests are queued, waiting for the batch window
+            live.server.should_exit = True        # what SIGTERM does
+            return await asyncio.gather(*pending)
+
+    answers = asyncio.run(fire())
+    live.thread.join(timeout=30)
+    assert [a.status_code for a in answers] == [200] * 16
+
+
+def test_readme_lists_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [f"SAINET_{name.upper()}" for name in Settings.model_fields if f"`SAINET_{name.upper()}`" not in readme]
+    assert not missing
