@@ -1,0 +1,58 @@
+"""The shared input of the baselines: the same embeddings and features SAINet sees, as fields.
+
+Fields, each `dim` wide, per candidate ([B, C, F, dim]):
+    target item, mean-pooled history items, target scenario, each request feature, each item feature.
+The history is pooled once per request (masked mean of the behaviours' item embeddings, zeros for
+an empty history) and shared by its C candidates, which keeps the baselines inside the model's
+shape contract. Models that route by scenario (towers, gates) read `scenario_index` and
+`scenario_embedding` too.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from model.batch import Batch
+from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema
+from model.layers.attention import masked_mean
+from model.layers.embedding import FeatureEmbeddings
+
+
+class BaselineFields(NamedTuple):
+    fields: torch.Tensor              # [B, C, F, dim]
+    scenario_embedding: torch.Tensor  # [B, C, dim] target scenario, per candidate
+    scenario_index: torch.Tensor      # [B] 0-based index of the target scenario (OOV/padding -> 0)
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """[B, C, F * dim]"""
+        return self.fields.flatten(start_dim=2)
+
+
+class BaselineInputs(nn.Module):
+    """Output: `num_fields` fields of `dim` each (`output_dim` = num_fields * dim flattened)."""
+
+    def __init__(self, schema: FeatureSchema, dim: int):
+        super().__init__()
+        self.embeddings = FeatureEmbeddings(schema, dim)
+        self.dim = dim
+        self.num_scenarios = len(schema.scenarios)
+        self.num_fields = 3 + len(schema.request_features) + len(schema.item_features)
+        self.output_dim = self.num_fields * dim
+
+    def forward(self, batch: Batch) -> BaselineFields:
+        b, c = batch.cand_items.shape
+        emb = self.embeddings
+        history = masked_mean(emb.item(batch.hist_items), batch.history_mask)          # [B, d], once per request
+        scenario = emb.scenario(batch.target_scenario)                                   # [B, d]
+        per_request = [history, scenario] + [emb.features[name](batch.request_features[:, i])
+                                             for i, name in enumerate(emb.request_names)]
+        request_fields = torch.stack(per_request, dim=1)[:, None].expand(b, c, -1, -1)   # [B, C, 2+Fu, d]
+        per_candidate = [emb.item(batch.cand_items)] + [emb.features[name](batch.cand_features[..., i])
+                                                         for i, name in enumerate(emb.item_feature_names)]
+        fields = torch.cat([torch.stack(per_candidate, dim=2), request_fields], dim=2)    # [B, C, F, d]
+        scenario_index = (batch.target_scenario - FIRST_KNOWN_INDEX).clamp(0, self.num_scenarios - 1)
+        return BaselineFields(fields, scenario[:, None, :].expand(b, c, -1), scenario_index)
