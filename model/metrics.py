@@ -21,6 +21,13 @@ def per_scenario_auc(labels, scores, scenario_index, scenario_names: list[str],
             if (scenario_index == first_index + i).any()}
 
 
+def per_scenario_logloss(labels, probs, scenario_index, scenario_names: list[str],
+                         first_index: int) -> dict[str, float]:
+    return {name: float(log_loss(labels[scenario_index == first_index + i], probs[scenario_index == first_index + i],
+                                 labels=[0, 1]))
+            for i, name in enumerate(scenario_names) if (scenario_index == first_index + i).any()}
+
+
 def ctr_metrics(labels: np.ndarray, probs: np.ndarray, scenario_index: np.ndarray,
                 scenario_names: list[str], first_index: int, oracle: np.ndarray | None = None) -> dict:
     probs = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
@@ -28,6 +35,7 @@ def ctr_metrics(labels: np.ndarray, probs: np.ndarray, scenario_index: np.ndarra
         "auc": {"overall": safe_auc(labels, probs),
                 "per_scenario": per_scenario_auc(labels, probs, scenario_index, scenario_names, first_index)},
         "logloss": float(log_loss(labels, probs, labels=[0, 1])),
+        "logloss_per_scenario": per_scenario_logloss(labels, probs, scenario_index, scenario_names, first_index),
         "examples": int(len(labels)),
         "positive_rate": float(labels.mean()) if len(labels) else None,
     }

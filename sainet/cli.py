@@ -128,6 +128,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from model.study import StudyConfig, resolve_models, run_study
+    from model.train import TrainConfig
+
+    config = StudyConfig(
+        models=resolve_models(args.models), seeds=args.seeds, curve_seeds=args.curve_seeds, curves=not args.no_curves,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                          weight_decay=args.weight_decay, patience=args.patience, threads=args.threads,
+                          max_train_examples=args.max_train_examples, progress=False),
+        model_overrides=tuple(_parse_model_options("sainet", args.model_opt).items()),
+    )
+    summary = run_study(_data_options(args), config, Path(args.out), command="sainet " + shlex.join(args.argv))
+    print(json.dumps({k: summary[k] for k in ("cells", "wall_seconds_this_invocation", "t_tests")}, indent=2))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -192,6 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the parity check on the run's real test examples")
     export.set_defaults(handler=cmd_export)
 
+    study = commands.add_parser("study", help="every model x seed on the same splits: AUC tables, t-tests, "
+                                              "ablations, hyper-parameter curves (resumable)")
+    _add_data_arguments(study)
+    study.add_argument("--models", default="all", help="'all' or a comma list of registered model names")
+    study.add_argument("--seeds", type=int, default=5, help="seeds per model for the main and ablation tables")
+    study.add_argument("--curve-seeds", type=int, default=3, help="seeds per hyper-parameter point")
+    study.add_argument("--no-curves", action="store_true", help="skip the hyper-parameter curves")
+    study.add_argument("--epochs", type=int, default=1)
+    study.add_argument("--patience", type=int, default=1)
+    study.add_argument("--batch-size", type=int, default=4096)
+    study.add_argument("--lr", type=float, default=1e-3)
+    study.add_argument("--weight-decay", type=float, default=0.0)
+    study.add_argument("--threads", type=int)
+    study.add_argument("--max-train-examples", type=int)
+    study.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="applied to every model, e.g. embed_dim=16")
+    study.add_argument("--out", required=True, help="report folder (finished cells are kept and skipped)")
+    study.set_defaults(handler=cmd_study)
+
     from sainet.seed import add_seed_parser
 
     add_seed_parser(commands, _add_data_arguments, _data_options)
@@ -207,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,267 @@
+"""The reproduction study: every model x seed on the same splits, per-scenario AUC tables with
+Welch's t-test, the ablation table and hyper-parameter curves.
+
+Resumable: each finished (model, variant, seed) cell is written to `cells/` as soon as it
+completes and skipped when the command is rerun; the tables are rebuilt from all finished cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.data.datasets import DataOptions, prepare_dataset
+from model.data.examples import PreparedData
+from model.models import MODEL_REGISTRY
+from model.train import TrainConfig, train_model
+
+log = logging.getLogger(__name__)
+
+MAIN_MODEL = "sainet"
+ABLATIONS = ("sainet", "sainet-no-sie", "sainet-no-stm", "sainet-no-tif", "sainet-no-sdt")
+# The paper's Figure 4 (and the issue's grid): SAINet's blocks L, STM gamma and SIE heads.
+CURVES: dict[str, tuple] = {
+    "blocks": (1, 2, 3, 4),
+    "gamma": (0.8, 1.2, 1.6, 2.0, 2.4, 2.8),
+    "heads": (1, 2, 4, 8),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    models: tuple[str, ...]
+    seeds: int = 5
+    curve_seeds: int = 3
+    curves: bool = True
+    train: TrainConfig = TrainConfig()
+    model_overrides: tuple[tuple[str, object], ...] = ()   # applied to every model (e.g. embed_dim)
+
+
+def resolve_models(spec: str) -> tuple[str, ...]:
+    """"all" -> every registered model; else a comma list, each name checked against the registry."""
+    if spec == "all":
+        return tuple(sorted(MODEL_REGISTRY, key=lambda n: (n.startswith("sainet"), n)))
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODEL_REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODEL_REGISTRY)} or 'all'")
+    return names
+
+
+def cell_name(model: str, variant: str, seed: int) -> str:
+    return f"{model}__{variant}__seed{seed}"
+
+
+def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
+             config: StudyConfig, out_dir: Path) -> dict:
+    """Trains one cell (or loads it when already finished) and returns its per-scenario results."""
+    path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    train_config = dataclasses.replace(config.train, seed=seed)
+    # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
+    with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
+        metrics = train_model(data, model, {**dict(config.model_overrides), **overrides}, train_config,
+                              Path(run_dir), options)
+    rows = [{"scenario": "overall", "auc": metrics["auc"]["overall"], "logloss": metrics["logloss"]}]
+    rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
+             for scenario, auc in metrics["auc"]["per_scenario"].items()]
+    cell = {"model": model, "variant": variant, "seed": seed, "overrides": overrides, "rows": rows,
+            "best_epoch": metrics["best_epoch"], "seconds": time.perf_counter() - started}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cell, indent=2))
+    tmp.replace(path)       # a cell appears whole or not at all
+    return cell
+
+
+def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
+    cells = [(m, "main", {}, s) for m in config.models for s in range(config.seeds)]
+    if config.curves and MAIN_MODEL in MODEL_REGISTRY:
+        defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
+        for name, values in CURVES.items():
+            for value in values:
+                for seed in range(config.curve_seeds):
+                    if value == defaults[name] and MAIN_MODEL in config.models and seed < config.seeds:
+                        continue  # the main table's SAINet cell is this point of the curve
+                    cells.append((MAIN_MODEL, f"{name}={value}", {name: value}, seed))
+    return cells
+
+
+def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command: str = "") -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = prepare_dataset(options)
+    cells = planned_cells(config)
+    for i, (model, variant, overrides, seed) in enumerate(cells, 1):
+        log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
+        run_cell(data, options, model, variant, overrides, seed, config, out_dir)
+    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started)
+
+
+def load_cells(out_dir: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((Path(out_dir) / "cells").glob("*.json")):
+        cell = json.loads(path.read_text())
+        for row in cell["rows"]:
+            rows.append({"model": cell["model"], "variant": cell["variant"], "seed": cell["seed"], **row,
+                         "seconds": cell["seconds"]})
+    return pd.DataFrame(rows, columns=["model", "variant", "seed", "scenario", "auc", "logloss", "seconds"])
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    result = ttest_ind(a, b, equal_var=False)
+    return float(result.statistic), float(result.pvalue)
+
+
+def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> tuple[str, dict]:
+    """Markdown table of AUC mean +- std (best per scenario in bold) and the t-test of SAINet against
+    the best baseline in each scenario."""
+    stats = frame.groupby(["model", "scenario"])["auc"].agg(["mean", "std", "count"])
+    header = "| model | " + " | ".join(scenarios) + " |\n|---|" + "---|" * len(scenarios) + "\n"
+    best = {s: stats.xs(s, level="scenario")["mean"].idxmax() for s in scenarios
+            if s in stats.index.get_level_values("scenario")}
+    lines = []
+    for model in models:
+        cells = []
+        for s in scenarios:
+            if (model, s) not in stats.index:
+                cells.append("n/a")
+                continue
+            mean, std, n = stats.loc[(model, s)]
+            text = f"{mean:.4f} ± {0.0 if np.isnan(std) else std:.4f}"
+            cells.append(f"**{text}**" if best.get(s) == model else text)
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    tests = {}
+    baselines = [m for m in models if not m.startswith("sainet")]
+    for s in scenarios:
+        if (MAIN_MODEL, s) not in stats.index or not baselines:
+            continue
+        means = {m: stats.loc[(m, s)]["mean"] for m in baselines if (m, s) in stats.index}
+        if not means:
+            continue
+        rival = max(means, key=means.get)
+        pick = lambda m: frame[(frame.model == m) & (frame.scenario == s)]["auc"].to_numpy()  # noqa: E731
+        outcome = welch(pick(MAIN_MODEL), pick(rival))
+        tests[s] = {"best_baseline": rival, "sainet_mean": float(stats.loc[(MAIN_MODEL, s)]["mean"]),
+                    "baseline_mean": float(means[rival]),
+                    "t": None if outcome is None else outcome[0], "p": None if outcome is None else outcome[1]}
+    return header + "\n".join(lines) + "\n", tests
+
+
+def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float) -> dict:
+    frame = load_cells(out_dir)
+    frame.to_csv(out_dir / "results.csv", index=False)
+    scenario_columns = [*scenarios, "overall"]
+    main = frame[frame.variant == "main"]
+    models = [m for m in config.models if m in set(main.model)]
+    table, tests = auc_table(main, models, scenario_columns)
+    lines = ["# Per-scenario test AUC (mean ± std over seeds; best in bold)", "", table, "",
+             "## SAINet against the best baseline (Welch's t-test)", "",
+             "| scenario | best baseline | SAINet | baseline | t | p | significant at 0.05 |",
+             "|---|---|---|---|---|---|---|"]
+    if not tests:
+        lines.append("| (no baseline in this study) | | | | | | |")
+    for s, t in tests.items():
+        significant = "n/a" if t["p"] is None else ("yes" if t["p"] < 0.05 and t["sainet_mean"] > t["baseline_mean"]
+                                                    else "no")
+        fmt = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
+        lines.append(f"| {s} | {t['best_baseline']} | {t['sainet_mean']:.4f} | {t['baseline_mean']:.4f} | "
+                     f"{fmt(t['t'])} | {fmt(t['p'])} | {significant} |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+
+    ablation_models = [m for m in ABLATIONS if m in set(main.model)]
+    ablation, _ = auc_table(main, ablation_models, scenario_columns)
+    (out_dir / "ablation.md").write_text("# Ablations (the paper's Table 3)\n\n" + ablation)
+    plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns, out_dir / "ablation.png")
+    curves = plot_curves(frame, out_dir)
+
+    meta = {"command": command, "commit": _commit(), "machine": f"{platform.node()} {platform.machine()} "
+            f"{platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
+            "python": platform.python_version(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "wall_seconds_this_invocation": seconds, "cell_seconds_total": float(
+                frame.drop_duplicates(["model", "variant", "seed"])["seconds"].sum()) if len(frame) else 0.0,
+            "cells": int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0]),
+            "train": dataclasses.asdict(config.train), "t_tests": tests, "curves": curves}
+    (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def plot_ablation(frame: pd.DataFrame, models: list[str], scenarios: list[str], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(scenarios), 4))
+    width = 0.8 / max(len(models), 1)
+    stats = frame.groupby(["model", "scenario"])["auc"].agg(["mean", "std"])
+    for i, model in enumerate(models):
+        means = [stats.loc[(model, s)]["mean"] if (model, s) in stats.index else np.nan for s in scenarios]
+        stds = [stats.loc[(model, s)]["std"] if (model, s) in stats.index else np.nan for s in scenarios]
+        ax.bar(np.arange(len(scenarios)) + i * width, means, width, yerr=np.nan_to_num(stds), label=model)
+    ax.set_xticks(np.arange(len(scenarios)) + width * (len(models) - 1) / 2, scenarios)
+    ax.set_ylabel("test AUC")
+    finite = frame["auc"].dropna()
+    if len(finite):
+        ax.set_ylim(finite.min() - 0.01, finite.max() + 0.01)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(frame: pd.DataFrame, out_dir: Path) -> dict:
+    """One PNG per hyper-parameter: overall test AUC (mean ± std over seeds) against its value."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
+    overall = frame[(frame.model == MAIN_MODEL) & (frame.scenario == "overall")]
+    summary = {}
+    for name, values in CURVES.items():
+        points = []
+        for value in values:
+            variant = f"{name}={value}"
+            rows = overall[overall.variant == variant]
+            if value == defaults[name]:
+                rows = pd.concat([rows, overall[overall.variant == "main"]])
+            if len(rows):
+                points.append((value, rows["auc"].mean(), rows["auc"].std(), len(rows)))
+        if not points:
+            continue
+        summary[name] = [{"value": v, "auc_mean": m, "auc_std": None if np.isnan(s) else s, "seeds": n}
+                         for v, m, s, n in points]
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        xs, means, stds = zip(*[(v, m, 0.0 if np.isnan(s) else s) for v, m, s, _ in points])
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3)
+        ax.set(xlabel=name, ylabel="test AUC (overall)", title=f"SAINet: {name}")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"curve_{name}.png", dpi=100)
+        plt.close(fig)
+    return summary
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
