@@ -1,0 +1,134 @@
+"""AdaSparse (Yang et al., "AdaSparse: Learning Adaptively Sparse Structures for Multi-Domain
+Click-Through Rate Prediction", CIKM 2022), on a DNN backbone over the shared `BaselineInputs`.
+
+What follows the paper:
+- A domain-adaptive pruner per hidden layer: pi^l = Pruner^l(e_d ⊕ h^l), one lightweight FC layer
+  over the domain embedding e_d (the target scenario) and the layer's neurons h^l, giving one
+  weighting factor per neuron; the layer's output becomes h^l ⊙ pi^l, which is the next layer's
+  input. Every hidden layer of the [512, 256, 128, 64] tower has its pruner.
+- Variant: **binarization** (the paper's sparse variant; we did not pick "scaling", whose factors
+  beta * sigmoid(v) never reach 0 and so prune nothing): pi = 1[sigmoid(alpha * v) >= epsilon] in
+  {0, 1}. The step has no gradient; training uses the straight-through estimator (the forward
+  value is the hard 0/1 factor, the backward pass takes the gradient of sigmoid(alpha * v)).
+  epsilon = 0.5. The paper anneals alpha from 0.1 to 5 during training; with epsilon = 0.5 the hard
+  factor does not depend on alpha (sigmoid(alpha v) >= 0.5 iff v >= 0), so alpha only scales the
+  straight-through gradient; it is a fixed config value here (`alpha`, 1.0).
+- The sparsity regulariser, R_s = (1/L) sum_l lambda^l |r^l - r| with r = (r_min + r_max) / 2 and
+  lambda^l = 0 when r^l lies in [r_min, r_max], else lambda_hat * |r^l - r| (a coefficient, so it is
+  not differentiated), where r^l is the fraction of pruned (zero) neurons of layer l over the batch.
+  r^l is computed from the straight-through factors, so its value is the hard fraction and its
+  gradient that of the soft one. Defaults: [r_min, r_max] = [0.15, 0.25] and lambda_hat = 0.01 (the
+  paper's best range and its starting lambda_hat, which it then increases).
+  `auxiliary_loss()` returns R_s of the latest training-mode forward (a scalar tensor; 0 before any,
+  or when `sparsity_lambda` = 0). The training loop ignores it for now; add it to the BCE loss to
+  train as in the paper.
+
+Choices forced by this project: no batch normalisation (it would mix candidates and requests);
+the input is the shared fields (target item, item features, pooled history, scenario, request
+features) flattened, as for every baseline.
+
+Output: logits [B, C] (`output_dim` = 1 per candidate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.batch import Batch
+from model.data.schema import FeatureSchema
+from model.layers.embedding import init_normal_
+from model.layers.inputs import BaselineInputs
+from model.layers.towers import DEFAULT_HIDDEN
+from model.models.registry import register_model
+
+
+class BinarizedPruner(nn.Module):
+    """pi = 1[sigmoid(alpha * (W [e_d, h] + b)) >= epsilon], straight-through in training.
+    Output size: `width` factors in {0, 1}."""
+
+    def __init__(self, width: int, domain_dim: int, alpha: float, epsilon: float):
+        super().__init__()
+        if alpha <= 0 or not 0.0 < epsilon < 1.0:
+            raise ValueError("AdaSparse needs alpha > 0 and 0 < epsilon < 1")
+        self.linear = nn.Linear(width + domain_dim, width)
+        self.alpha, self.epsilon = alpha, epsilon
+        # sigmoid(alpha * v) >= epsilon  <=>  v >= logit(epsilon) / alpha. Thresholding v itself keeps
+        # the 0/1 decision off sigmoid's rounding near 0.5 (where ONNX Runtime and PyTorch may differ).
+        self.threshold = math.log(epsilon / (1.0 - epsilon)) / alpha
+        self.output_dim = width
+
+    def forward(self, hidden: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        v = self.linear(torch.cat([domain, hidden], dim=-1))
+        hard = (v >= self.threshold).to(v.dtype)
+        if not self.training:
+            return hard
+        soft = torch.sigmoid(self.alpha * v)
+        return hard + (soft - soft.detach())     # value: hard; gradient: d sigmoid(alpha v)
+
+
+class AdaSparse(nn.Module):
+    @dataclass(frozen=True)
+    class Config:
+        embed_dim: int = 32
+        tower: tuple[int, ...] = DEFAULT_HIDDEN
+        init_std: float = 0.05
+        alpha: float = 1.0              # sigmoid slope (straight-through gradient scale)
+        epsilon: float = 0.5            # a neuron is pruned when sigmoid(alpha * v) < epsilon (0 < eps < 1)
+        sparsity_min: float = 0.15      # r_min
+        sparsity_max: float = 0.25      # r_max
+        sparsity_lambda: float = 0.01   # lambda_hat; 0 turns the regulariser off
+
+    def __init__(self, schema: FeatureSchema, config: Config):
+        super().__init__()
+        self.config = config
+        if not 0.0 <= config.sparsity_min <= config.sparsity_max <= 1.0:
+            raise ValueError("need 0 <= sparsity_min <= sparsity_max <= 1")
+        d = config.embed_dim
+        self.inputs = BaselineInputs(schema, d)
+        widths = [self.inputs.output_dim, *config.tower]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.pruners = nn.ModuleList(BinarizedPruner(width, d, config.alpha, config.epsilon)
+                                     for width in config.tower)
+        self.logit = nn.Linear(widths[-1], 1)
+        self.output_dim = 1
+        self._sparsity: list[torch.Tensor] = []
+        init_normal_(self, config.init_std)
+
+    def factors(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits [B, C], the weighting factors pi^l [B, C, width_l] of every hidden layer)."""
+        inputs = self.inputs(batch)
+        h, domain, factors = inputs.flat, inputs.scenario_embedding, []
+        for layer, pruner in zip(self.hidden, self.pruners):
+            h = torch.relu(layer(h))
+            pi = pruner(h, domain)
+            factors.append(pi)
+            h = h * pi
+        return self.logit(h).squeeze(-1), factors
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        logits, factors = self.factors(batch)
+        if self.training:
+            self._sparsity = [1.0 - pi.mean() for pi in factors]   # r^l, fraction of pruned neurons
+        return logits
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """The paper's sparsity regulariser R_s of the latest training-mode forward (scalar);
+        0 before any training forward or with `sparsity_lambda` = 0. Add it to the CTR loss."""
+        config = self.config
+        total = torch.zeros((), device=self.logit.weight.device)
+        if not self._sparsity or config.sparsity_lambda == 0:
+            return total
+        target = (config.sparsity_min + config.sparsity_max) / 2
+        for r in self._sparsity:
+            outside = (r < config.sparsity_min) | (r > config.sparsity_max)
+            distance = (r - target).abs()
+            coefficient = torch.where(outside, config.sparsity_lambda * distance, torch.zeros_like(r))
+            total = total + coefficient.detach() * distance    # lambda^l is a coefficient
+        return total / len(self._sparsity)
+
+
+register_model("adasparse", AdaSparse, "AdaSparse (Yang et al. 2022): binarized domain-aware neuron pruning")

@@ -1,0 +1,66 @@
+import torch
+
+from export.onnx_export import random_inputs
+from model.batch import Batch
+from model.data.schema import CategoricalFeature, FeatureSchema
+from model.models import build_model
+
+SCHEMA = FeatureSchema(
+    dataset="test", scenarios=["a", "b", "c"], history_length=8,
+    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
+    vocab_sizes={"item_id": 40, "scenario": 5, "gender": 4, "genre": 7},
+)
+SMALL = {"embed_dim": 8, "tower": (32, 16)}
+
+
+def make(**overrides):
+    torch.manual_seed(0)
+    return build_model("adasparse", SCHEMA, **{**SMALL, **overrides}).eval()
+
+
+def batch_of(candidates=3, seed=0) -> Batch:
+    return Batch(*random_inputs(SCHEMA, batch=6, length=8, candidates=candidates, seed=seed, empty_rows=(0,)))
+
+
+def test_weighting_factors_are_binary_per_neuron_in_eval_and_training():
+    model = make()
+    batch = batch_of()
+    for mode in (False, True):
+        model.train(mode)
+        _, factors = model.factors(batch)
+        assert [f.shape for f in factors] == [(6, 3, 32), (6, 3, 16)]
+        for f in factors:
+            assert ((f == 0) | (f == 1)).all()
+            assert 0 < float(f.mean()) < 1                      # some neurons pruned, some kept
+
+
+def test_target_scenario_changes_the_pruned_neurons_and_the_scores():
+    model = make()
+    batch = batch_of()
+    other = batch._replace(target_scenario=(batch.target_scenario - 2 + 1) % 3 + 2)
+    with torch.no_grad():
+        (a, fa), (b, fb) = model.factors(batch), model.factors(other)
+    assert not torch.equal(fa[0], fb[0])
+    assert not torch.allclose(a, b)
+
+
+def test_auxiliary_sparsity_loss_is_finite_and_trains_the_pruners():
+    model = make()
+    assert model.auxiliary_loss().item() == 0.0                # no training forward yet
+    model.train()
+    model(batch_of(candidates=1))
+    loss = model.auxiliary_loss()
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert loss > 0                       # about half the neurons are pruned at init: outside [0.15, 0.25]
+    loss.backward()                                            # straight-through: gradients reach the pruners
+    assert all(torch.isfinite(p.grad).all() for p in model.pruners.parameters())
+    assert model.pruners[0].linear.weight.grad.abs().sum() > 0
+
+
+def test_auxiliary_loss_is_zero_inside_the_target_band_or_when_off():
+    model = make(sparsity_lambda=0.0).train()
+    model(batch_of(candidates=1))
+    assert model.auxiliary_loss().item() == 0.0
+    wide = make(sparsity_min=0.0, sparsity_max=1.0).train()
+    wide(batch_of(candidates=1))
+    assert wide.auxiliary_loss().item() == 0.0
