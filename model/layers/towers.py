@@ -11,19 +11,24 @@ DEFAULT_HIDDEN = (512, 256, 128, 64)
 SdtGateInput = Literal["hidden+scenario", "scenario"]
 
 
+def relu_mlp(input_dim: int, widths: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+    """Linear + ReLU (+ dropout) per width; output size: widths[-1] (input_dim when empty)."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(input_dim, width), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        input_dim = width
+    return nn.Sequential(*layers)
+
+
 class MLPTower(nn.Module):
     """ReLU MLP with hidden sizes `hidden`, then one logit. Output size: 1 (squeezed to [...])."""
 
     def __init__(self, input_dim: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN, dropout: float = 0.0):
         super().__init__()
-        layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [nn.Linear(input_dim, width), nn.ReLU()]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-            input_dim = width
-        self.hidden = nn.Sequential(*layers)
-        self.logit = nn.Linear(input_dim, 1)
+        self.hidden = relu_mlp(input_dim, hidden, dropout)
+        self.logit = nn.Linear(hidden[-1] if hidden else input_dim, 1)
         self.output_dim = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

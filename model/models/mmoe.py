@@ -43,16 +43,8 @@ from model.batch import Batch
 from model.data.schema import FeatureSchema
 from model.layers.embedding import init_normal_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
 from model.models.registry import register_model
-
-
-def _relu_mlp(input_dim: int, widths: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in widths:
-        layers += [nn.Linear(input_dim, width), nn.ReLU()]
-        input_dim = width
-    return nn.Sequential(*layers)
 
 
 class MMoE(nn.Module):
@@ -81,7 +73,7 @@ class MMoE(nn.Module):
         self.inputs = BaselineInputs(schema, config.embed_dim)
         self.num_scenarios = self.inputs.num_scenarios
         widths, split, d_in = tuple(config.tower), config.split, self.inputs.output_dim
-        self.experts = nn.ModuleList(_relu_mlp(d_in, widths[:split]) for _ in range(config.experts))
+        self.experts = nn.ModuleList(relu_mlp(d_in, widths[:split]) for _ in range(config.experts))
         self.gates = nn.ModuleList(nn.Linear(d_in, config.experts, bias=False)
                                    for _ in range(self.num_scenarios))
         self.towers = nn.ModuleList(MLPTower(widths[split - 1], widths[split:])

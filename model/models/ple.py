@@ -48,16 +48,8 @@ from model.batch import Batch
 from model.data.schema import FeatureSchema
 from model.layers.embedding import init_normal_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
 from model.models.registry import register_model
-
-
-def _relu_mlp(input_dim: int, widths: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in widths:
-        layers += [nn.Linear(input_dim, width), nn.ReLU()]
-        input_dim = width
-    return nn.Sequential(*layers)
 
 
 def _mix(gate_logits: torch.Tensor, experts: list[torch.Tensor]) -> torch.Tensor:
@@ -73,9 +65,9 @@ class ExtractionLevel(nn.Module):
     def __init__(self, num_scenarios: int, input_dim: int, widths: tuple[int, ...], specific: int,
                  shared: int, last: bool):
         super().__init__()
-        self.specific = nn.ModuleList(nn.ModuleList(_relu_mlp(input_dim, widths) for _ in range(specific))
+        self.specific = nn.ModuleList(nn.ModuleList(relu_mlp(input_dim, widths) for _ in range(specific))
                                       for _ in range(num_scenarios))
-        self.shared = nn.ModuleList(_relu_mlp(input_dim, widths) for _ in range(shared))
+        self.shared = nn.ModuleList(relu_mlp(input_dim, widths) for _ in range(shared))
         self.scenario_gates = nn.ModuleList(nn.Linear(input_dim, specific + shared, bias=False)
                                             for _ in range(num_scenarios))
         every_expert = num_scenarios * specific + shared

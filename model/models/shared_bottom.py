@@ -31,16 +31,8 @@ from model.batch import Batch
 from model.data.schema import FeatureSchema
 from model.layers.embedding import init_normal_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
 from model.models.registry import register_model
-
-
-def _relu_mlp(input_dim: int, widths: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in widths:
-        layers += [nn.Linear(input_dim, width), nn.ReLU()]
-        input_dim = width
-    return nn.Sequential(*layers)
 
 
 class SharedBottom(nn.Module):
@@ -66,7 +58,7 @@ class SharedBottom(nn.Module):
         self.inputs = BaselineInputs(schema, config.embed_dim)
         self.num_scenarios = self.inputs.num_scenarios
         widths = tuple(config.tower)
-        self.bottom = _relu_mlp(self.inputs.output_dim, widths[:config.split])
+        self.bottom = relu_mlp(self.inputs.output_dim, widths[:config.split])
         self.towers = nn.ModuleList(MLPTower(widths[config.split - 1], widths[config.split:])
                                     for _ in range(self.num_scenarios))
         self.output_dim = 1
