@@ -351,3 +351,14 @@ def test_readme_lists_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [f"SAINET_{name.upper()}" for name in Settings.model_fields if f"`SAINET_{name.upper()}`" not in readme]
     assert not missing
+
+
+def test_serving_path_imports_neither_torch_nor_the_training_code():
+    import subprocess
+    import sys
+
+    code = ("import sys; import service.app, service.inference, service.store; from sainet.cli import build_parser; "
+            "build_parser(); bad = [m for m in ('torch', 'model') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
