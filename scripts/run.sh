@@ -11,7 +11,9 @@ export SAINET_EMBEDDED_REDIS_PORT=$REDIS_PORT
 unset SAINET_REDIS_URL
 "$BIN/sainet" serve --model-dir artifacts --host 127.0.0.1 --port "$PORT" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' INT TERM EXIT
+stop() { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+trap stop EXIT
+trap 'exit 0' INT TERM   # Ctrl-C is the normal way out: the EXIT trap drains the server
 
 "$BIN/python" - "$PORT" <<'PY'
 import sys, time, urllib.request
