@@ -30,7 +30,7 @@ from model.data.examples import ExampleSet, PreparedData
 from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema, Vocabulary
 from model.data.synthetic import SyntheticConfig
 from model.metrics import ctr_metrics, safe_auc
-from model.models import build_model, model_config
+from model.models import build_model
 
 log = logging.getLogger(__name__)
 

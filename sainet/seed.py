@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 

@@ -85,7 +85,7 @@ class DynamicBatcher:
     async def _collect(self) -> list[ScoreJob]:
         first = self._carry or await self.queue.get()
         self._carry = None
-        batch = [first]
+        batch, width = [first], len(first.candidates)   # width: the batch's padded C
         give_up = time.perf_counter() + self.max_wait
         while len(batch) < self.max_batch_requests:
             try:
@@ -98,11 +98,12 @@ class DynamicBatcher:
                     job = await asyncio.wait_for(self.queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-            width = max(len(job.candidates), max(len(j.candidates) for j in batch))
-            if width * (len(batch) + 1) > self.max_batch_rows:
+            grown = max(width, len(job.candidates))
+            if grown * (len(batch) + 1) > self.max_batch_rows:
                 self._carry = job
                 break
             batch.append(job)
+            width = grown
         self.metrics.queue_depth.set(self.queue.qsize())
         return batch
 

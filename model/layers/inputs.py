@@ -1,7 +1,8 @@
 """The shared input of the baselines: the same embeddings and features SAINet sees, as fields.
 
-Fields, each `dim` wide, per candidate ([B, C, F, dim]):
-    target item, mean-pooled history items, target scenario, each request feature, each item feature.
+Fields, each `dim` wide, per candidate ([B, C, F, dim]), in this order:
+    target item, each item feature, mean-pooled history items, target scenario, each request feature
+(`history_field` and `scenario_field` name the two positions models address directly).
 The history is pooled once per request (masked mean of the behaviours' item embeddings, zeros for
 an empty history) and shared by its C candidates, which keeps the baselines inside the model's
 shape contract. Models that route by scenario (towers, gates) read `scenario_index` and
@@ -41,6 +42,8 @@ class BaselineInputs(nn.Module):
         self.dim = dim
         self.num_scenarios = len(schema.scenarios)
         self.num_fields = 3 + len(schema.request_features) + len(schema.item_features)
+        self.history_field = 1 + len(schema.item_features)
+        self.scenario_field = self.history_field + 1
         self.output_dim = self.num_fields * dim
 
     def forward(self, batch: Batch) -> BaselineFields:

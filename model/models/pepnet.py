@@ -66,9 +66,8 @@ class PEPNet(nn.Module):
         d = config.embed_dim
         self.inputs = BaselineInputs(schema, d)
         num_fields = self.inputs.num_fields
-        # BaselineInputs' field order: target item, item features, history, scenario, request features.
-        self.history_field = 1 + len(schema.item_features)
-        self.scenario_field = self.history_field + 1
+        self.history_field = self.inputs.history_field
+        self.scenario_field = self.inputs.scenario_field
         self.epnet = GateNU(d + (num_fields - 1) * d, num_fields, config.gate_hidden, config.gamma)
         prior_dim = (num_fields - self.history_field) * d            # history, scenario, request features
         widths = [self.inputs.output_dim, *config.tower]

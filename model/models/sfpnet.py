@@ -91,8 +91,7 @@ class SFPNet(nn.Module):
         self.config = config
         d = config.embed_dim
         self.inputs = BaselineInputs(schema, d)
-        # BaselineInputs' field order: target item, item features, history, scenario, request features.
-        self.history_field = 1 + len(schema.item_features)
+        self.history_field = self.inputs.history_field
         num_fields = self.inputs.num_fields
         self.blocks = nn.ModuleList(ScenarioTailoringBlock(num_fields, d, self.history_field, config.gamma)
                                     for _ in range(config.blocks))
