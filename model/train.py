@@ -31,6 +31,7 @@ from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema, Vocabulary
 from model.data.synthetic import SyntheticConfig
 from model.metrics import ctr_metrics, safe_auc
 from model.models import build_model
+from model.models.registry import training_outputs
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,10 @@ def train_model(data: PreparedData, model_name: str, model_overrides: dict, conf
         for start in bar:
             t0 = time.perf_counter()
             batch, labels = examples_to_batch(train, order[start:start + config.batch_size])
-            loss = loss_fn(model(batch)[:, 0], labels)
+            logits, auxiliary_loss = training_outputs(model, batch)
+            loss = loss_fn(logits[:, 0], labels)
+            if auxiliary_loss is not None:
+                loss = loss + auxiliary_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -19,9 +19,8 @@ What follows the paper:
   r^l is computed from the straight-through factors, so its value is the hard fraction and its
   gradient that of the soft one. Defaults: [r_min, r_max] = [0.15, 0.25] and lambda_hat = 0.01 (the
   paper's best range and its starting lambda_hat, which it then increases).
-  `auxiliary_loss()` returns R_s of the latest training-mode forward (a scalar tensor; 0 before any,
-  or when `sparsity_lambda` = 0). The training loop ignores it for now; add it to the BCE loss to
-  train as in the paper.
+  `logits_and_auxiliary_loss(batch)` returns R_s beside the logits (0 when `sparsity_lambda` = 0);
+  training adds it to the BCE loss, as in the paper.
 
 Choices forced by this project: no batch normalisation (it would mix candidates and requests);
 the input is the shared fields (target item, item features, pooled history, scenario, request
@@ -95,7 +94,6 @@ class AdaSparse(nn.Module):
                                      for width in config.tower)
         self.logit = nn.Linear(widths[-1], 1)
         self.output_dim = 1
-        self._sparsity: list[torch.Tensor] = []
         init_normal_(self, config.init_std)
 
     def factors(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -109,26 +107,28 @@ class AdaSparse(nn.Module):
             h = h * pi
         return self.logit(h).squeeze(-1), factors
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        logits, factors = self.factors(batch)
-        if self.training:
-            self._sparsity = [1.0 - pi.mean() for pi in factors]   # r^l, fraction of pruned neurons
-        return logits
-
-    def auxiliary_loss(self) -> torch.Tensor:
-        """The paper's sparsity regulariser R_s of the latest training-mode forward (scalar);
-        0 before any training forward or with `sparsity_lambda` = 0. Add it to the CTR loss."""
+    def sparsity_loss(self, factors: list[torch.Tensor]) -> torch.Tensor:
+        """The paper's sparsity regulariser R_s for the weighting factors of one forward (scalar)."""
         config = self.config
         total = torch.zeros((), device=self.logit.weight.device)
-        if not self._sparsity or config.sparsity_lambda == 0:
+        if config.sparsity_lambda == 0:
             return total
         target = (config.sparsity_min + config.sparsity_max) / 2
-        for r in self._sparsity:
+        for pi in factors:
+            r = 1.0 - pi.mean()                        # r^l, the fraction of pruned neurons
             outside = (r < config.sparsity_min) | (r > config.sparsity_max)
             distance = (r - target).abs()
             coefficient = torch.where(outside, config.sparsity_lambda * distance, torch.zeros_like(r))
             total = total + coefficient.detach() * distance    # lambda^l is a coefficient
-        return total / len(self._sparsity)
+        return total / len(factors)
+
+    def logits_and_auxiliary_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, C], R_s: a scalar to add to the CTR loss)."""
+        logits, factors = self.factors(batch)
+        return logits, self.sparsity_loss(factors)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.factors(batch)[0]
 
 
 register_model("adasparse", AdaSparse, "AdaSparse (Yang et al. 2022): binarized domain-aware neuron pruning")

@@ -21,8 +21,9 @@ What follows the paper (and its reference implementation):
   log-softmax the one-hot KL is exactly -log q_k[s] and needs no smoothing (the exporter's graph
   optimiser also drops such tiny constants, which broke parity).
 - The paper adds the mean selected KL divergences (specific and shared, every layer) to the loss to
-  sharpen the selection. `auxiliary_loss()` returns their sum from the latest training-mode
-  forward (a scalar tensor, 0 before any); the training loop does not add it yet.
+  sharpen the selection. `logits_and_auxiliary_loss(batch)` returns them, summed over layers and
+  weighted by `selection_loss_weight`, beside the logits; training adds them to the BCE loss. The
+  weight is ours (the paper does not give it for this setting): 0.1.
 
 Choices forced by this project:
 - One task (CTR), so the multi-task layers of AESM² are left out: with a single task gate the
@@ -124,6 +125,7 @@ class AESM2(nn.Module):
         noise_scale: float = 0.01               # training-only selection noise, std = noise_scale * K
         tower: tuple[int, ...] = DEFAULT_HIDDEN
         init_std: float = 0.05
+        selection_loss_weight: float = 0.1      # weight of the KL selection losses in training
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
@@ -145,29 +147,22 @@ class AESM2(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.towers = nn.ModuleList(MLPTower(width, config.tower) for _ in range(num_scenarios))
         self.output_dim = 1
-        self._kl_loss: torch.Tensor | None = None
         init_normal_(self, config.init_std)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def logits_and_auxiliary_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, C], weighted KL selection loss: a scalar to add to the CTR loss)."""
         inputs = self.inputs(batch)
-        x, kl_total = inputs.flat, None
+        x, kl_total = inputs.flat, torch.zeros((), dtype=inputs.flat.dtype, device=inputs.flat.device)
         for layer in self.layers:
             x, kl = layer(x, inputs.scenario_embedding, inputs.scenario_index)
-            kl_total = kl if kl_total is None else kl_total + kl
-        if self.training:
-            self._kl_loss = kl_total
+            kl_total = kl_total + kl
         logits = torch.stack([tower(x) for tower in self.towers], dim=-1)                # [B, C, S]
         b, c = logits.shape[0], logits.shape[1]
         own = inputs.scenario_index.reshape(b, 1, 1).expand(b, c, 1)
-        return logits.gather(2, own).squeeze(2)
+        return logits.gather(2, own).squeeze(2), self.config.selection_loss_weight * kl_total
 
-    def auxiliary_loss(self) -> torch.Tensor:
-        """Sum over layers of the mean selected specific and shared KL divergences (the paper's
-        selection losses) from the latest training-mode forward; 0 before any. Not weighted: the
-        weight is the caller's. The training loop does not use it yet."""
-        if self._kl_loss is None:
-            return torch.zeros((), device=self.inputs.embeddings.item.weight.device)
-        return self._kl_loss
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.logits_and_auxiliary_loss(batch)[0]
 
 
 register_model("aesm2", AESM2,

@@ -5,11 +5,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
+from model.batch import Batch
 from model.data.schema import FeatureSchema
+
+
+@runtime_checkable
+class HasAuxiliaryLoss(Protocol):
+    """A model whose paper adds a regulariser to the CTR loss (AESM2's selection KL, AdaSparse's
+    sparsity term). `forward` stays a pure function of the batch; training calls this instead."""
+
+    def logits_and_auxiliary_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def training_outputs(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits [B, C], the model's auxiliary loss or None) for one training step."""
+    if isinstance(model, HasAuxiliaryLoss):
+        return model.logits_and_auxiliary_loss(batch)
+    return model(batch), None
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,8 @@ def test_target_scenario_changes_the_pruned_neurons_and_the_scores():
 
 
 def test_auxiliary_sparsity_loss_is_finite_and_trains_the_pruners():
-    model = make()
-    assert model.auxiliary_loss().item() == 0.0                # no training forward yet
-    model.train()
-    model(batch_of(candidates=1))
-    loss = model.auxiliary_loss()
+    model = make().train()
+    logits, loss = model.logits_and_auxiliary_loss(batch_of(candidates=1))
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert loss > 0                       # about half the neurons are pruned at init: outside [0.15, 0.25]
     loss.backward()                                            # straight-through: gradients reach the pruners
@@ -59,8 +56,13 @@ def test_auxiliary_sparsity_loss_is_finite_and_trains_the_pruners():
 
 def test_auxiliary_loss_is_zero_inside_the_target_band_or_when_off():
     model = make(sparsity_lambda=0.0).train()
-    model(batch_of(candidates=1))
-    assert model.auxiliary_loss().item() == 0.0
+    assert model.logits_and_auxiliary_loss(batch_of(candidates=1))[1].item() == 0.0
     wide = make(sparsity_min=0.0, sparsity_max=1.0).train()
-    wide(batch_of(candidates=1))
-    assert wide.auxiliary_loss().item() == 0.0
+    assert wide.logits_and_auxiliary_loss(batch_of(candidates=1))[1].item() == 0.0
+
+
+def test_forward_keeps_no_state():
+    model = make().train()
+    before = dict(vars(model))
+    model(batch_of(candidates=1))
+    assert vars(model).keys() == before.keys()

@@ -6,6 +6,7 @@ from model.batch import Batch
 from model.data.schema import CategoricalFeature, FeatureSchema
 from model.models import build_model
 from model.models.aesm2 import ExpertSelectionLayer
+from model.models.registry import HasAuxiliaryLoss
 
 SCHEMA = FeatureSchema(
     dataset="test", scenarios=["a", "b", "c"], history_length=8,
@@ -57,15 +58,19 @@ def test_selection_size_and_determinism_at_inference():
     assert (counts <= config.top_k_specific + config.top_k_shared).all()
 
 
-def test_auxiliary_kl_loss_is_zero_before_training_then_finite_with_gradients():
-    model = make()
-    assert model.auxiliary_loss().item() == 0.0
-    model.train()
-    model(batch_of(candidates=1))
-    loss = model.auxiliary_loss()
+def test_auxiliary_kl_loss_is_weighted_finite_with_gradients_and_forward_keeps_no_state():
+    model = make().train()
+    batch = batch_of(candidates=1)
+    logits, loss = model.logits_and_auxiliary_loss(batch)
+    assert isinstance(model, HasAuxiliaryLoss)
     assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    unweighted = make(selection_loss_weight=1.0).train().logits_and_auxiliary_loss(batch)[1]
+    torch.testing.assert_close(loss, model.config.selection_loss_weight * unweighted)
     loss.backward()
     assert model.layers[0].gates.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model.logits_and_auxiliary_loss(batch)[0])
 
 
 def test_target_scenario_changes_scores_and_picks_its_own_tower():

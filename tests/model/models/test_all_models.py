@@ -11,6 +11,7 @@ from export.onnx_export import ScoringModule, export_onnx, random_inputs
 from model.batch import INPUT_NAMES, Batch
 from model.data.schema import CategoricalFeature, FeatureSchema
 from model.models import MODEL_REGISTRY, build_model
+from model.models.registry import training_outputs
 
 SCHEMA = FeatureSchema(
     dataset="test", scenarios=["a", "b", "c"], history_length=10,
@@ -34,17 +35,22 @@ def batch_of(candidates: int, empty_rows=(0,), seed=0) -> Batch:
 def test_shapes_training_step_and_cold_start(name):
     model = make(name).train()
     batch = batch_of(1, empty_rows=(0, 3))
-    logits = model(batch)
-    assert logits.shape == (6, 1) and torch.isfinite(logits).all()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels)
+
+    def training_loss():  # what `train_model` minimises: BCE plus the model's auxiliary loss, if any
+        logits, auxiliary = training_outputs(model, batch)
+        assert logits.shape == (6, 1) and torch.isfinite(logits).all()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels)
+        return bce if auxiliary is None else bce + auxiliary
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = training_loss()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     optimizer.step()
     for _ in range(30):  # a few more steps must fit six examples better than the first guess
         optimizer.zero_grad()
-        after = torch.nn.functional.binary_cross_entropy_with_logits(model(batch)[:, 0], labels)
+        after = training_loss()
         after.backward()
         optimizer.step()
     assert after < loss - 0.01
