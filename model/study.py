@@ -38,6 +38,16 @@ CURVES: dict[str, tuple] = {
 }
 
 
+# The Scenario-Wise Rec benchmark's exact setting (movielens-1m), as `sainet study` option values
+# that the protocol fixes (its features and the empty history come with the data protocol), and
+# what it runs unless told otherwise: its baselines, once.
+PROTOCOL_SETTINGS: dict[str, dict] = {
+    "scenario-wise-rec": {"dataset": "movielens-1m", "split": "random", "no_curves": True, "epochs": 1,
+                          "patience": 1, "batch_size": 4096, "lr": 1e-3, "weight_decay": 1e-5, "embed_dim": 16},
+}
+PROTOCOL_DEFAULTS: dict[str, dict] = {"scenario-wise-rec": {"models": "baselines", "seeds": 1}}
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     models: tuple[str, ...]
@@ -49,9 +59,12 @@ class StudyConfig:
 
 
 def resolve_models(spec: str) -> tuple[str, ...]:
-    """"all" -> every registered model; else a comma list, each name checked against the registry."""
+    """"all" -> every registered model, "baselines" -> every model but SAINet and its ablations;
+    else a comma list, each name checked against the registry."""
     if spec == "all":
         return tuple(sorted(MODEL_REGISTRY, key=lambda n: (n.startswith("sainet"), n)))
+    if spec == "baselines":
+        return tuple(sorted(n for n in MODEL_REGISTRY if not n.startswith("sainet")))
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
     unknown = [n for n in names if n not in MODEL_REGISTRY]
     if unknown:
@@ -69,7 +82,7 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
     if path.exists():
         return json.loads(path.read_text())
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     train_config = dataclasses.replace(config.train, seed=seed)
     # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
     with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
@@ -79,7 +92,9 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
              for scenario, auc in metrics["auc"]["per_scenario"].items()]
     cell = {"model": model, "variant": variant, "seed": seed, "overrides": overrides, "rows": rows,
-            "best_epoch": metrics["best_epoch"], "seconds": time.perf_counter() - started}
+            "best_epoch": metrics["best_epoch"], "seconds": time.perf_counter() - started,
+            # CPU seconds of this process: unlike wall time, not inflated by other work on the machine
+            "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cell, indent=2))
@@ -109,7 +124,7 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     for i, (model, variant, overrides, seed) in enumerate(cells, 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
         run_cell(data, options, model, variant, overrides, seed, config, out_dir)
-    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started)
+    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options)
 
 
 def load_cells(out_dir: Path) -> pd.DataFrame:
@@ -118,8 +133,9 @@ def load_cells(out_dir: Path) -> pd.DataFrame:
         cell = json.loads(path.read_text())
         for row in cell["rows"]:
             rows.append({"model": cell["model"], "variant": cell["variant"], "seed": cell["seed"], **row,
-                         "seconds": cell["seconds"]})
-    return pd.DataFrame(rows, columns=["model", "variant", "seed", "scenario", "auc", "logloss", "seconds"])
+                         "seconds": cell["seconds"], "cpu_seconds": cell.get("cpu_seconds")})
+    return pd.DataFrame(rows, columns=["model", "variant", "seed", "scenario", "auc", "logloss", "seconds",
+                                       "cpu_seconds"])
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
@@ -166,7 +182,8 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
     return header + "\n".join(lines) + "\n", tests
 
 
-def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float) -> dict:
+def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
+                  options: DataOptions | None = None) -> dict:
     frame = load_cells(out_dir)
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
@@ -190,7 +207,9 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     ablation_models = [m for m in ABLATIONS if m in set(main.model)]
     ablation, _ = auc_table(main, ablation_models, scenario_columns)
     (out_dir / "ablation.md").write_text("# Ablations (the paper's Table 3)\n\n" + ablation)
-    plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns, out_dir / "ablation.png")
+    if ablation_models:
+        plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
+                      out_dir / "ablation.png")
     curves = plot_curves(frame, out_dir)
 
     meta = {"command": command, "commit": _commit(), "machine": f"{platform.node()} {platform.machine()} "
@@ -198,7 +217,10 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "python": platform.python_version(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "wall_seconds_this_invocation": seconds, "cell_seconds_total": float(
                 frame.drop_duplicates(["model", "variant", "seed"])["seconds"].sum()) if len(frame) else 0.0,
+            "cell_cpu_seconds_total": float(frame.drop_duplicates(["model", "variant", "seed"])["cpu_seconds"]
+                                            .fillna(0).sum()) if len(frame) else 0.0,
             "cells": int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0]),
+            "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "t_tests": tests, "curves": curves}
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -131,19 +131,40 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     import shlex
 
-    from model.study import StudyConfig, resolve_models, run_study
+    from model.study import PROTOCOL_DEFAULTS, PROTOCOL_SETTINGS, StudyConfig, resolve_models, run_study
     from model.train import TrainConfig
 
+    # A protocol fixes its setting; options it fixes may be repeated but not changed.
+    fixed = PROTOCOL_SETTINGS.get(args.protocol, {})
+    for option, value in fixed.items():
+        given = getattr(args, option)
+        if given is not None and given != value:
+            raise ValueError(f"--protocol {args.protocol} fixes --{option.replace('_', '-')} {value}; "
+                             f"got {given}")
+        setattr(args, option, value)
+    for option, default in {**STUDY_DEFAULTS, **PROTOCOL_DEFAULTS.get(args.protocol, {})}.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default)
+    overrides = _parse_model_options("sainet", args.model_opt)
+    if args.embed_dim is not None:
+        overrides["embed_dim"] = args.embed_dim
     config = StudyConfig(
-        models=resolve_models(args.models), seeds=args.seeds, curve_seeds=args.curve_seeds, curves=not args.no_curves,
+        models=resolve_models(args.models), seeds=args.seeds, curve_seeds=args.curve_seeds,
+        curves=not args.no_curves,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           weight_decay=args.weight_decay, patience=args.patience, threads=args.threads,
                           max_train_examples=args.max_train_examples, progress=False),
-        model_overrides=tuple(_parse_model_options("sainet", args.model_opt).items()),
+        model_overrides=tuple(overrides.items()),
     )
-    summary = run_study(_data_options(args), config, Path(args.out), command="sainet " + shlex.join(args.argv))
+    options = dataclasses.replace(_data_options(args), protocol=args.protocol)
+    summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv))
     print(json.dumps({k: summary[k] for k in ("cells", "wall_seconds_this_invocation", "t_tests")}, indent=2))
     return 0
+
+
+# `sainet study` defaults for options a protocol may fix (argparse defaults are None to tell them apart).
+STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 1, "patience": 1, "batch_size": 4096, "lr": 1e-3,
+                  "weight_decay": 0.0, "no_curves": False, "split": None, "embed_dim": None}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -213,15 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     study = commands.add_parser("study", help="every model x seed on the same splits: AUC tables, t-tests, "
                                               "ablations, hyper-parameter curves (resumable)")
     _add_data_arguments(study)
-    study.add_argument("--models", default="all", help="'all' or a comma list of registered model names")
-    study.add_argument("--seeds", type=int, default=5, help="seeds per model for the main and ablation tables")
+    study.add_argument("--protocol", default="default", choices=["default", "scenario-wise-rec"],
+                       help="scenario-wise-rec: movielens-1m in that benchmark's exact setting (no history, its "
+                            "features, embedding 16, one epoch, batch 4096, lr 1e-3, weight decay 1e-5, "
+                            "random split, baselines only, one seed)")
+    study.add_argument("--models", help="'all' (default), 'baselines' or a comma list of registered model names")
+    study.add_argument("--seeds", type=int, help="seeds per model for the main and ablation tables (default 5)")
     study.add_argument("--curve-seeds", type=int, default=3, help="seeds per hyper-parameter point")
-    study.add_argument("--no-curves", action="store_true", help="skip the hyper-parameter curves")
-    study.add_argument("--epochs", type=int, default=1)
-    study.add_argument("--patience", type=int, default=1)
-    study.add_argument("--batch-size", type=int, default=4096)
-    study.add_argument("--lr", type=float, default=1e-3)
-    study.add_argument("--weight-decay", type=float, default=0.0)
+    study.add_argument("--no-curves", action="store_const", const=True, help="skip the hyper-parameter curves")
+    study.add_argument("--epochs", type=int, help="default 1")
+    study.add_argument("--patience", type=int, help="default 1")
+    study.add_argument("--batch-size", type=int, help="default 4096")
+    study.add_argument("--lr", type=float, help="default 1e-3")
+    study.add_argument("--weight-decay", type=float, help="default 0")
+    study.add_argument("--embed-dim", type=int, help="embedding size of every model (default: each model's)")
     study.add_argument("--threads", type=int)
     study.add_argument("--max-train-examples", type=int)
     study.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",

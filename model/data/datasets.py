@@ -38,6 +38,10 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# protocol -> the datasets it is defined for (the default protocol fits every dataset)
+PROTOCOLS: dict[str, tuple[str, ...]] = {"default": tuple(DATASETS), "scenario-wise-rec": ("movielens-1m",)}
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """Everything that determines a prepared dataset; saved with each run so it can be rebuilt."""
@@ -50,6 +54,9 @@ class DataOptions:
     negatives_per_positive: int = 4
     negative_seed: int = 2024
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # "default", or "scenario-wise-rec" (movielens-1m only): that benchmark's features and no
+    # behaviour history, so its published baselines can be checked against ours.
+    protocol: str = "default"
 
     def resolved_split(self) -> SplitMethod:
         return self.split or DATASETS[self.dataset].default_split
@@ -65,6 +72,11 @@ def check_data_options(options: DataOptions) -> None:
         raise ValueError(f"dataset {options.dataset!r} supports splits {spec.splits}, not {split!r}")
     if spec.needs_data_dir and not options.data_dir:
         raise ValueError(f"dataset {options.dataset!r} needs --data-dir")
+    if options.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {options.protocol!r}; choose from {sorted(PROTOCOLS)}")
+    if options.protocol != "default" and options.dataset not in PROTOCOLS[options.protocol]:
+        raise ValueError(f"protocol {options.protocol!r} is defined for {PROTOCOLS[options.protocol]}, "
+                         f"not {options.dataset!r}")
     if options.history_length < 1:
         raise ValueError("history length must be at least 1")
 
@@ -75,7 +87,7 @@ def load_log(options: DataOptions) -> InteractionLog:
     return DATASETS[options.dataset].load(
         data_dir=Path(options.data_dir) if options.data_dir else None,
         negatives_per_positive=options.negatives_per_positive,
-        negative_seed=options.negative_seed, synthetic=options.synthetic)
+        negative_seed=options.negative_seed, synthetic=options.synthetic, protocol=options.protocol)
 
 
 def prepare_dataset(options: DataOptions) -> PreparedData:

@@ -3,6 +3,10 @@
 Scenario-Wise Rec protocol: scenario = the user's age group {1,18} / {25} / {35,45,50,56},
 label = rating > 3. Every rating is a behaviour (the user watched the movie, whatever the rating).
 Other features: gender, occupation, zip prefix (user side) and first genre (item side).
+
+`protocol="scenario-wise-rec"` reproduces that benchmark's exact inputs instead: no behaviour
+history, and the features user id, gender, age, occupation, full zip code (user side) and first
+genre (item side), beside the movie id.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ AGE_GROUPS = {"under-25": (1, 18), "25-34": (25,), "35-plus": (35, 45, 50, 56)}
 FEATURES = [CategoricalFeature("gender", "user"), CategoricalFeature("occupation", "user"),
             CategoricalFeature("zip_prefix", "user"), CategoricalFeature("first_genre", "item")]
 ZIP_PREFIX_LENGTH = 3
+SCENARIO_WISE_REC_FEATURES = [CategoricalFeature("user", "user"), CategoricalFeature("gender", "user"),
+                              CategoricalFeature("age", "user"), CategoricalFeature("occupation", "user"),
+                              CategoricalFeature("zip", "user"), CategoricalFeature("first_genre", "item")]
 
 
 def _read_recbole(path: Path) -> pd.DataFrame:
@@ -61,20 +68,24 @@ def age_group(age: pd.Series) -> np.ndarray:
     return groups
 
 
-def load_movielens(data_dir: Path, **_) -> InteractionLog:
+def load_movielens(data_dir: Path, protocol: str = "default", **_) -> InteractionLog:
     ratings, users, movies = read_movielens(data_dir)
     users = users.assign(
         scenario=age_group(users["age"]),
         occupation=pd.to_numeric(users["occupation"]).astype(int).astype(str),
         zip_prefix=users["zip_code"].str[:ZIP_PREFIX_LENGTH],
+        user=users["user_id"], zip=users["zip_code"], age=pd.to_numeric(users["age"]).astype(int).astype(str),
     )
+    features = SCENARIO_WISE_REC_FEATURES if protocol == "scenario-wise-rec" else FEATURES
+    user_columns = [f.name for f in features if f.side == "user"]
     movies = movies.assign(first_genre=movies["genre"].fillna("").str.split(" ").str[0])
-    frame = ratings.merge(users[["user_id", "scenario", "gender", "occupation", "zip_prefix"]],
+    frame = ratings.merge(users[["user_id", "scenario", *user_columns]],
                           on="user_id", how="left", validate="many_to_one")
     frame = frame.merge(movies[["item_id", "first_genre"]], on="item_id", how="left", validate="many_to_one")
     if frame["scenario"].isna().any():
         raise ValueError("some ratings belong to users missing from the user file")
     frame["label"] = (pd.to_numeric(frame["rating"]) > 3).astype(np.int8)
-    frame["is_behaviour"] = True
+    # Scenario-Wise Rec feeds no behaviour history: with no behaviours every history is empty.
+    frame["is_behaviour"] = protocol != "scenario-wise-rec"
     frame = frame.drop(columns=["rating"])
-    return validate_log(frame, features=FEATURES, scenario_order=list(AGE_GROUPS))
+    return validate_log(frame, features=features, scenario_order=list(AGE_GROUPS))

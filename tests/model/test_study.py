@@ -33,3 +33,12 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0                 # rerun: every cell is skipped, tables rebuilt
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
+
+
+def test_scenario_wise_rec_protocol_refuses_to_change_its_setting(tmp_path, capsys):
+    base = ["study", "--protocol", "scenario-wise-rec", "--out", str(tmp_path / "r")]
+    assert main([*base, "--dataset", "movielens-1m", "--data-dir", str(tmp_path), "--lr", "0.01"]) == 2
+    assert "fixes --lr 0.001" in capsys.readouterr().err
+    assert main([*base, "--data-dir", str(tmp_path)]) == 2                  # default dataset is synthetic
+    assert "fixes --dataset movielens-1m" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -54,3 +54,22 @@ def test_prepared_time_split_has_no_future_in_training(movielens_dir):
     assert train.request_features.shape[1] == 3 and train.item_features.shape[1] == 1
     sizes = np.array([len(s) for s in data.splits.values()])
     assert sizes.sum() == 1_000_209
+
+
+def test_scenario_wise_rec_protocol_has_its_features_and_no_history(tmp_path):
+    folder = write_grouplens_folder(tmp_path)
+    log = load_movielens(folder, protocol="scenario-wise-rec")
+    assert {f.name: f.side for f in log.features} == {
+        "user": "user", "gender": "user", "age": "user", "occupation": "user", "zip": "user", "first_genre": "item"}
+    assert dict(zip(log.frame.user_id, log.frame.zip)) == {"1": "48067", "2": "70072", "3": "55117"}
+    assert dict(zip(log.frame.user_id, log.frame.age)) == {"1": "1", "2": "56", "3": "25"}
+    assert not log.frame.is_behaviour.any()
+    data = prepare_dataset(DataOptions(dataset="movielens-1m", data_dir=str(folder), split="random",
+                                       protocol="scenario-wise-rec"))
+    for split in data.splits.values():
+        assert (split.hist_items == 0).all()                    # every history is empty
+
+
+def test_protocol_is_checked_against_the_dataset():
+    with pytest.raises(ValueError, match="scenario-wise-rec"):
+        prepare_dataset(DataOptions(dataset="synthetic", protocol="scenario-wise-rec"))
