@@ -7,6 +7,8 @@ Artifact layout (the one contract between export and serving):
         meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
         vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
         item_features.json    raw item id -> raw item-side feature values
+        source/checkpoint.pt  the PyTorch weights the graph came from (for `sainet bench`'s eager
+                              baseline and for audits; the service never reads it)
 
 Versions are increasing integers; a version directory appears atomically (written to a temporary
 sibling, then renamed), and only after the parity check passed.
@@ -173,6 +175,8 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
         shutil.copytree(run_dir / "vocab", staging / "vocab")
         item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
         (staging / "item_features.json").write_text(json.dumps(item_table))
+        (staging / "source").mkdir()
+        shutil.copy2(run_dir / "checkpoint.pt", staging / "source" / "checkpoint.pt")
         metrics_path = run_dir / "metrics.json"
         meta = {
             "format": ARTIFACT_FORMAT,
@@ -194,6 +198,7 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
             "parity": {"tolerance": tolerance, "max_abs_diff": parity},
             "test_metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
             "source_run": str(run_dir.resolve()),
+            "source_checkpoint": "source/checkpoint.pt",
             "torch_version": torch.__version__,
             "onnxruntime_version": ort.__version__,
         }

@@ -167,6 +167,21 @@ STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 1, "patience": 1, "batc
                   "weight_decay": 0.0, "no_curves": False, "split": None, "embed_dim": None}
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses as dc
+
+    from sainet.bench.runner import TARGETS, BenchConfig, run_bench
+
+    overrides = {"candidates": args.candidates, "history": args.history, "concurrency": args.concurrency}
+    if args.seconds is not None:
+        overrides.update(closed_seconds=args.seconds, open_seconds=args.seconds)
+    config = BenchConfig.quick(**overrides) if args.quick else dc.replace(BenchConfig(), **overrides)
+    results = run_bench(Path(args.model_dir), Path(args.out), config)
+    print((Path(args.out) / "bench.md").read_text())
+    print(json.dumps({key: results[key] for key, _, _ in TARGETS.values()}, indent=2))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -258,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     from sainet.seed import add_seed_parser
 
     add_seed_parser(commands, _add_data_arguments, _data_options)
+
+    bench = commands.add_parser("bench", help="measure the service against its compute limit, the framework "
+                                              "floor and a naive PyTorch server (bench.json, bench.md, PNG)")
+    bench.add_argument("--model-dir", required=True, help="model root, model folder or version folder")
+    bench.add_argument("--out", required=True, help="folder for bench.json, bench.md and latency_vs_load.png")
+    bench.add_argument("--candidates", type=int, default=100, help="candidates per request (C)")
+    bench.add_argument("--history", type=int, default=50, help="behaviours per user history (N)")
+    bench.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
+    bench.add_argument("--quick", action="store_true", help="short phases: about two minutes in all")
+    bench.add_argument("--seconds", type=float, help="seconds per load phase (overrides the default)")
+    bench.set_defaults(handler=cmd_bench)
 
     serve = commands.add_parser("serve", help="serve /score over HTTP (settings: SAINET_* variables)")
     serve.add_argument("--model-dir", help="model root (SAINET_MODEL_DIR)")

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Container
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -102,6 +102,25 @@ def _check_id(value, field: str, max_length: int) -> str:
     return text
 
 
+def check_score_request(body: ScoreRequest, settings: Settings, scenarios: Container[str]
+                        ) -> tuple[str, str, list[str], dict[str, str]]:
+    """(user id, scenario, candidates, features) of a parsed /score body, or InvalidInput /
+    UnknownScenario naming the field."""
+    user_id = _check_id(body.user_id, "user_id", settings.max_id_length)
+    scenario = str(body.scenario)
+    if scenario not in scenarios:
+        raise UnknownScenario(f"unknown scenario {scenario!r}; valid: {list(scenarios)}", "scenario")
+    if not body.candidates:
+        raise InvalidInput("candidates must not be empty", "candidates")
+    if len(body.candidates) > settings.max_candidates:
+        raise InvalidInput(f"at most {settings.max_candidates} candidates per request, got "
+                           f"{len(body.candidates)}", "candidates")
+    candidates = [_check_id(c, f"candidates[{i}]", settings.max_id_length) for i, c in enumerate(body.candidates)]
+    features = {_check_id(k, "features", settings.max_id_length): _check_id(v, f"features.{k}", settings.max_id_length)
+                for k, v in body.features.items()}
+    return user_id, scenario, candidates, features
+
+
 class Core:
     """Everything a request handler needs, opened and closed by the lifespan."""
 
@@ -179,20 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             s = core.settings
             model = core.models.current
-            user_id = _check_id(body.user_id, "user_id", s.max_id_length)
-            scenario = str(body.scenario)
-            if scenario not in model.artifact.scenario_index:
-                raise UnknownScenario(f"unknown scenario {scenario!r}; valid: {model.artifact.scenarios}",
-                                      "scenario")
+            user_id, scenario, candidates, features = check_score_request(body, s, model.artifact.scenario_index)
             scenario_label = scenario
-            if not body.candidates:
-                raise InvalidInput("candidates must not be empty", "candidates")
-            if len(body.candidates) > s.max_candidates:
-                raise InvalidInput(f"at most {s.max_candidates} candidates per request, got "
-                                   f"{len(body.candidates)}", "candidates")
-            candidates = [_check_id(c, f"candidates[{i}]", s.max_id_length) for i, c in enumerate(body.candidates)]
-            features = {_check_id(k, "features", s.max_id_length): _check_id(v, f"features.{k}", s.max_id_length)
-                        for k, v in body.features.items()}
             job = ScoreJob(user_id, scenario, candidates, features,
                            deadline=started + s.request_timeout_ms / 1000,
                            future=asyncio.get_running_loop().create_future())

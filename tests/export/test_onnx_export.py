@@ -33,6 +33,7 @@ def test_export_writes_a_versioned_artifact_with_parity(run_dir, tmp_path):
     assert set(meta["parity"]["max_abs_diff"]) >= {"no_history_c1", "c1", "c500", "real_test_examples"}
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
     assert (first / "vocab" / "item_id.json").exists() and (first / "model.onnx").exists()
+    assert (first / meta["source_checkpoint"]).read_bytes() == (run_dir / "checkpoint.pt").read_bytes()
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]   # no staging left over
 
 

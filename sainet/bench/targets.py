@@ -1,0 +1,117 @@
+"""The two reference servers `sainet bench` measures the service against, on the same HTTP stack
+(FastAPI + uvicorn, the service's request model, validation, body limit and response model):
+
+- `floor`: parses and validates the /score payload and answers C zeros (no Redis, no model): the
+  most any /score server on this stack can do;
+- `naive`: the same API with no batching and no ONNX Runtime: one Redis read and one PyTorch eager
+  forward per request, on the event loop (what a first hand-rolled server does).
+
+Run one with `python -m sainet.bench.targets --kind floor|naive --model-dir ARTIFACT_VERSION_DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.app import BodyLimit, ModelRef, ScoreRequest, ScoreResponse, check_score_request
+from service.settings import Settings
+
+
+def _scenarios(artifact_dir: Path) -> dict[str, int]:
+    meta = json.loads((artifact_dir / "meta.json").read_text())
+    return {s: i + 2 for i, s in enumerate(meta["scenarios"])}
+
+
+def create_floor_app(artifact_dir: Path, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    meta = json.loads((artifact_dir / "meta.json").read_text())
+    scenarios = _scenarios(artifact_dir)
+    ref = ModelRef(name=meta["name"], version=str(meta["version"]))
+    app = FastAPI(title="framework floor")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.post("/score", response_model=ScoreResponse)
+    async def score(body: ScoreRequest):
+        _, _, candidates, _ = check_score_request(body, settings, scenarios)
+        return ScoreResponse(scores=[0.0] * len(candidates), model=ref, history_length=0, cold_start=True,
+                             degraded=False)
+
+    return app
+
+
+def create_naive_app(artifact_dir: Path, redis_url: str, settings: Settings | None = None) -> FastAPI:
+    import numpy as np
+    import torch
+
+    from model.batch import Batch
+    from model.data.schema import FeatureSchema
+    from model.models import build_model
+    from service.artifact import Artifact
+    from service.store import RedisFeatureStore
+
+    settings = settings or Settings()
+    artifact = Artifact(artifact_dir)
+    checkpoint = torch.load(artifact_dir / artifact.meta["source_checkpoint"], map_location="cpu", weights_only=True)
+    model = build_model(checkpoint["model_name"], FeatureSchema.from_dict(checkpoint["schema"]),
+                        **checkpoint["model_config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    torch.set_num_threads(1)
+    ref = ModelRef(name=artifact.name, version=artifact.version)
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["store"] = RedisFeatureStore(redis_url, artifact.history_length,
+                                           timeout_seconds=settings.redis_timeout_ms / 1000)
+        try:
+            yield
+        finally:
+            await state["store"].close()
+
+    app = FastAPI(title="naive PyTorch server", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.post("/score", response_model=ScoreResponse)
+    async def score(body: ScoreRequest):
+        user_id, scenario, candidates, features = check_score_request(body, settings, artifact.scenario_index)
+        (user,) = await state["store"].fetch([user_id], artifact.history_length)
+        encoded = artifact.encode([scenario], [user.history], [{**user.features, **features}], [candidates])
+        with torch.inference_mode():
+            logits = model(Batch(*(torch.from_numpy(np.ascontiguousarray(encoded.inputs[name]))
+                                   for name in Batch._fields)))
+        scores = torch.sigmoid(logits)[0].tolist()
+        return ScoreResponse(scores=scores, model=ref, history_length=len(user.history),
+                             cold_start=not user.history, degraded=False)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kind", choices=["floor", "naive"], required=True)
+    parser.add_argument("--model-dir", required=True, help="one artifact version directory")
+    parser.add_argument("--redis-url", help="naive: the feature store")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cpu", type=int, help="pin the server to one CPU")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    import uvicorn
+
+    artifact_dir = Path(args.model_dir)
+    app = (create_floor_app(artifact_dir) if args.kind == "floor"
+           else create_naive_app(artifact_dir, args.redis_url))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
