@@ -192,8 +192,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.settings import Settings
 
-    app = create_app(Settings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    settings = Settings()
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=settings.access_log,
+                timeout_graceful_shutdown=30)
     return 0
 
 

@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Container
 
 from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+import numpy as np
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
 
@@ -55,6 +57,15 @@ class Event(BaseModel):
     item_id: RawId
     scenario: RawId
     timestamp: StrictFloat | StrictInt | None = None
+
+
+def score_response(scores: np.ndarray | list[float], model_name: str, model_version: str, history_length: int,
+                   cold_start: bool, degraded: bool) -> Response:
+    """The /score answer (`ScoreResponse`'s shape), serialised by orjson straight from the score
+    array: FastAPI's response-model path would validate and convert every float again."""
+    body = {"scores": scores, "model": {"name": model_name, "version": model_version},
+            "history_length": history_length, "cold_start": cold_start, "degraded": degraded}
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 class BodyLimit:
@@ -165,7 +176,8 @@ class Core:
         self.models.close()
 
 
-def get_core(request: Request) -> Core:
+async def get_core(request: Request) -> Core:
+    # async: FastAPI runs sync dependencies in a thread pool, a thread hand-off per request
     return request.app.state.core
 
 
@@ -205,10 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            future=asyncio.get_running_loop().create_future())
             result = await core.batcher.submit(job)
             status = 200
-            return ScoreResponse(scores=result.scores, model=ModelRef(name=result.model_name,
-                                                                     version=result.model_version),
-                                 history_length=result.history_length, cold_start=result.cold_start,
-                                 degraded=result.degraded)
+            return score_response(result.scores, result.model_name, result.model_version, result.history_length,
+                                  result.cold_start, result.degraded)
         except ServiceError as error:
             status = error.status_code
             raise

@@ -34,7 +34,7 @@ class ScoreJob:
 
 @dataclass
 class ScoreResult:
-    scores: list[float]
+    scores: np.ndarray       # [C] float32
     model_name: str
     model_version: str
     history_length: int
@@ -159,7 +159,7 @@ class DynamicBatcher:
                 self.metrics.degraded.inc()
             if not job.future.done():
                 job.future.set_result(ScoreResult(
-                    scores=scores[row, :len(job.candidates)].tolist(), model_name=model.name,
+                    scores=scores[row, :len(job.candidates)], model_name=model.name,
                     model_version=model.version, history_length=history_length, cold_start=cold,
                     degraded=degraded))
 

@@ -37,3 +37,4 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="fail start-up unless the CUDA provider is active")
     intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = its default)")
     inter_op_threads: int = Field(0, description="ONNX Runtime inter-op threads (0 = its default)")
+    access_log: bool = Field(False, description="log every request line (the metrics count requests anyway)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from service.app import BodyLimit, ModelRef, ScoreRequest, ScoreResponse, check_score_request
+from service.app import BodyLimit, ScoreRequest, ScoreResponse, check_score_request, score_response
 from service.settings import Settings
 
 
@@ -33,15 +33,14 @@ def create_floor_app(artifact_dir: Path, settings: Settings | None = None) -> Fa
     settings = settings or Settings()
     meta = json.loads((artifact_dir / "meta.json").read_text())
     scenarios = _scenarios(artifact_dir)
-    ref = ModelRef(name=meta["name"], version=str(meta["version"]))
+    name, version = meta["name"], str(meta["version"])
     app = FastAPI(title="framework floor")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.post("/score", response_model=ScoreResponse)
     async def score(body: ScoreRequest):
         _, _, candidates, _ = check_score_request(body, settings, scenarios)
-        return ScoreResponse(scores=[0.0] * len(candidates), model=ref, history_length=0, cold_start=True,
-                             degraded=False)
+        return score_response([0.0] * len(candidates), name, version, 0, True, False)
 
     return app
 
@@ -64,7 +63,6 @@ def create_naive_app(artifact_dir: Path, redis_url: str, settings: Settings | No
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     torch.set_num_threads(1)
-    ref = ModelRef(name=artifact.name, version=artifact.version)
     state: dict = {}
 
     @asynccontextmanager
@@ -87,9 +85,8 @@ def create_naive_app(artifact_dir: Path, redis_url: str, settings: Settings | No
         with torch.inference_mode():
             logits = model(Batch(*(torch.from_numpy(np.ascontiguousarray(encoded.inputs[name]))
                                    for name in Batch._fields)))
-        scores = torch.sigmoid(logits)[0].tolist()
-        return ScoreResponse(scores=scores, model=ref, history_length=len(user.history),
-                             cold_start=not user.history, degraded=False)
+        scores = torch.sigmoid(logits)[0].numpy()
+        return score_response(scores, artifact.name, artifact.version, len(user.history), not user.history, False)
 
     return app
 
