@@ -4,6 +4,7 @@ Artifact layout (the one contract between export and serving):
 
     <root>/<name>/<version>/
         model.onnx            inputs as in `model.batch.INPUT_NAMES`, output `scores` [B, C] in (0, 1)
+        model.fp32.onnx       only with `--quantize int8`: the fp32 graph the int8 one came from
         meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
         vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
         item_features.json    raw item id -> raw item-side feature values
@@ -151,8 +152,25 @@ def next_version(model_root: Path) -> str:
     return str(max(versions, default=0) + 1)
 
 
+INT8_TOLERANCE = 1e-2   # int8 weights move scores by ~1e-3; more means the quantised graph is broken
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    """Dynamic int8 quantisation of the MatMul/Gemm weights (activations quantised per run). On CPU
+    it halves the dense towers' cost, which dominates at C = 100 (docs/performance.md)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+
+
 def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: str | None = None,
-               opset: int = 18, tolerance: float = DEFAULT_TOLERANCE, real_inputs: bool = True) -> Path:
+               opset: int = 18, tolerance: float = DEFAULT_TOLERANCE, real_inputs: bool = True,
+               quantize: str | None = None, quantized_tolerance: float = INT8_TOLERANCE) -> Path:
+    """`quantize="int8"` publishes a dynamically quantised `model.onnx` (the fp32 graph stays beside it
+    as `model.fp32.onnx`); both are checked against PyTorch, the int8 one at `quantized_tolerance`."""
+    if quantize not in (None, "int8"):
+        raise ExportError(f"unknown quantisation {quantize!r}; supported: int8")
     import onnxruntime as ort
 
     run_dir, out_root = Path(run_dir), Path(out_root)
@@ -172,6 +190,14 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
         session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
         cases = parity_cases(run, real_test_batch(run) if real_inputs else None)
         parity = check_parity(session, module, cases, tolerance)
+        quantization = None
+        if quantize == "int8":
+            os.replace(staging / "model.onnx", staging / "model.fp32.onnx")
+            quantize_int8(staging / "model.fp32.onnx", staging / "model.onnx")
+            int8_session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
+            quantization = {"type": "int8-dynamic", "ops": ["MatMul", "Gemm"], "tolerance": quantized_tolerance,
+                            "max_abs_diff": check_parity(int8_session, module, cases, quantized_tolerance),
+                            "fp32_model": "model.fp32.onnx"}
         shutil.copytree(run_dir / "vocab", staging / "vocab")
         item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
         (staging / "item_features.json").write_text(json.dumps(item_table))
@@ -196,6 +222,7 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
                          "meaning": "click probability"}],
             "opset": opset,
             "parity": {"tolerance": tolerance, "max_abs_diff": parity},
+            "quantization": quantization,
             "test_metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
             "source_run": str(run_dir.resolve()),
             "source_checkpoint": "source/checkpoint.pt",

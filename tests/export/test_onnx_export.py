@@ -55,3 +55,18 @@ def test_failed_parity_writes_nothing(run_dir, tmp_path):
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_run(run_dir, tmp_path, tolerance=-1.0, real_inputs=False)
     assert list((tmp_path / "sainet").iterdir()) == []
+
+
+def test_int8_export_keeps_the_fp32_graph_and_serves(run_dir, tmp_path):
+    from service.inference import load_model
+
+    artifact = export_run(run_dir, tmp_path, quantize="int8")
+    meta = json.loads((artifact / "meta.json").read_text())
+    quantization = meta["quantization"]
+    assert quantization["type"] == "int8-dynamic" and (artifact / quantization["fp32_model"]).exists()
+    assert 0 < max(quantization["max_abs_diff"].values()) <= quantization["tolerance"]
+    assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5          # the fp32 graph's own check
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(artifact / "model.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    load_model(artifact)                                                # warms up and checks finiteness
