@@ -62,6 +62,7 @@ class SAINet(nn.Module):
         tif_scaled: bool = False
         sdt: bool = True                         # False: plain DNN tower ("w/o SDT")
         sdt_gate_input: SdtGateInput = "hidden+scenario"
+        sdt_gate_scale: float = 1.0              # 1: eq. 11's sigmoid; 2: PEPNet's 2*sigmoid (gates start at 1)
         tower: tuple[int, ...] = DEFAULT_HIDDEN
         init_std: float = 0.05
         # Sec. 5.1: "A Gaussian distribution (mu = 0 and sigma = 0.05) is used to initialize the
@@ -82,7 +83,8 @@ class SAINet(nn.Module):
         # Eq. 9: H^0 = [V_t, e_item, e_o].
         tower_input = 2 * d + self.embeddings.request_dim + self.embeddings.item_feature_dim
         if config.sdt:
-            self.tower = ScenarioAwareTower(tower_input, d, config.tower, config.sdt_gate_input)
+            self.tower = ScenarioAwareTower(tower_input, d, config.tower, config.sdt_gate_input,
+                                            config.sdt_gate_scale)
         else:
             # Without SDT the target scenario still enters, as one more input of the plain tower,
             # so the ablation removes the gating and not the information.
