@@ -98,8 +98,8 @@ async def run_closed(host: str, port: int, path: str, bodies: list[bytes], concu
                 sent_at = now
                 try:
                     status = await connection.exchange(requests[i % len(requests)], timeout)
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-                    status = 0
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+                    status = f"client:{type(error).__name__}"
                     connection.close()
                     connection = await Connection.open(host, port, timeout)
                 done = time.perf_counter()
@@ -142,8 +142,8 @@ async def run_open(host: str, port: int, path: str, bodies: list[bytes], rate: f
                 connection = await Connection.open(host, port, timeout)
             status = await connection.exchange(requests[i % len(requests)], timeout)
             idle.append(connection)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-            status = 0
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+            status = f"client:{type(error).__name__}"
             if connection is not None:
                 connection.close()
         done = time.perf_counter()
