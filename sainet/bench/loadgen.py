@@ -55,9 +55,15 @@ def build_request(host: str, path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+# uvicorn closes keep-alive connections idle for 5 s; a pooled connection idle for longer than this
+# is dropped rather than reused (a request written to a closing socket is not the server's failure).
+MAX_IDLE_SECONDS = 3.0
+
+
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
+        self.last_used = time.perf_counter()
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float) -> "Connection":
@@ -136,11 +142,15 @@ async def run_open(host: str, port: int, path: str, bodies: list[bytes], rate: f
     async def one(i: int, scheduled: float) -> None:
         nonlocal opened
         connection = idle.pop() if idle else None
+        while connection is not None and time.perf_counter() - connection.last_used > MAX_IDLE_SECONDS:
+            connection.close()
+            connection = idle.pop() if idle else None
         try:
             if connection is None:
                 opened += 1
                 connection = await Connection.open(host, port, timeout)
             status = await connection.exchange(requests[i % len(requests)], timeout)
+            connection.last_used = time.perf_counter()
             idle.append(connection)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
             status = f"client:{type(error).__name__}"
