@@ -147,6 +147,29 @@ def real_test_batch(run: LoadedRun, rows: int = 256) -> Batch | None:
     return batch
 
 
+def test_split_auc(run: LoadedRun, sessions: dict[str, object], batch_size: int = 4096) -> dict | None:
+    """Test AUC of each ONNX graph on the run's whole test split (None when the data is gone), so a
+    quantised graph's cost in ranking quality is measured, not assumed."""
+    from model.data.datasets import prepare_dataset
+    from model.metrics import safe_auc
+
+    if run.data_options is None:
+        return None
+    try:
+        test = prepare_dataset(run.data_options).splits["test"]
+    except (FileNotFoundError, ValueError) as error:
+        log.warning("test AUC of the exported graphs skipped: %s", error)
+        return None
+    aucs = {}
+    for name, session in sessions.items():
+        scores = []
+        for start in range(0, len(test), batch_size):
+            batch, _ = examples_to_batch(test, slice(start, start + batch_size))
+            scores.append(session.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, batch)})[0][:, 0])
+        aucs[name] = safe_auc(test.label, np.concatenate(scores))
+    return {"examples": len(test), "auc": aucs}
+
+
 def next_version(model_root: Path) -> str:
     versions = [int(p.name) for p in model_root.glob("*") if p.is_dir() and p.name.isdigit()]
     return str(max(versions, default=0) + 1)
@@ -197,7 +220,9 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
             int8_session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
             quantization = {"type": "int8-dynamic", "ops": ["MatMul", "Gemm"], "tolerance": quantized_tolerance,
                             "max_abs_diff": check_parity(int8_session, module, cases, quantized_tolerance),
-                            "fp32_model": "model.fp32.onnx"}
+                            "fp32_model": "model.fp32.onnx",
+                            "test": test_split_auc(run, {"fp32": session, "int8": int8_session})
+                            if real_inputs else None}
         shutil.copytree(run_dir / "vocab", staging / "vocab")
         item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
         (staging / "item_features.json").write_text(json.dumps(item_table))

@@ -128,6 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                "parity_max_abs_diff": meta["parity"]["max_abs_diff"]}
     if meta.get("quantization"):
         summary["int8_max_abs_diff"] = meta["quantization"]["max_abs_diff"]
+        summary["test_auc_fp32_vs_int8"] = meta["quantization"]["test"]
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -66,6 +66,8 @@ def test_int8_export_keeps_the_fp32_graph_and_serves(run_dir, tmp_path):
     assert quantization["type"] == "int8-dynamic" and (artifact / quantization["fp32_model"]).exists()
     assert 0 < max(quantization["max_abs_diff"].values()) <= quantization["tolerance"]
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5          # the fp32 graph's own check
+    test = quantization["test"]
+    assert test["examples"] > 0 and abs(test["auc"]["int8"] - test["auc"]["fp32"]) < 0.01
     import onnx
     ops = {node.op_type for node in onnx.load(str(artifact / "model.onnx")).graph.node}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
