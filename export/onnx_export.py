@@ -160,14 +160,17 @@ def test_split_auc(run: LoadedRun, sessions: dict[str, object], batch_size: int 
     except (FileNotFoundError, ValueError) as error:
         log.warning("test AUC of the exported graphs skipped: %s", error)
         return None
-    aucs = {}
+    scores = {}
     for name, session in sessions.items():
-        scores = []
+        parts = []
         for start in range(0, len(test), batch_size):
             batch, _ = examples_to_batch(test, slice(start, start + batch_size))
-            scores.append(session.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, batch)})[0][:, 0])
-        aucs[name] = safe_auc(test.label, np.concatenate(scores))
-    return {"examples": len(test), "auc": aucs}
+            parts.append(session.run([OUTPUT_NAME], {k: v.numpy() for k, v in zip(INPUT_NAMES, batch)})[0][:, 0])
+        scores[name] = np.concatenate(parts)
+    stacked = np.stack(list(scores.values()))
+    return {"examples": len(test), "auc": {name: safe_auc(test.label, s) for name, s in scores.items()},
+            "max_abs_diff_between_graphs": float(np.ptp(stacked, axis=0).max()),
+            "mean_abs_diff_between_graphs": float(np.ptp(stacked, axis=0).mean())}
 
 
 def next_version(model_root: Path) -> str:
