@@ -1,0 +1,1 @@
+"""`sainet bench`: the service measured against its compute limit, the framework floor and a naive server."""
