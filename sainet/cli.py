@@ -173,14 +173,12 @@ STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 1, "patience": 1, "batc
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import dataclasses as dc
-
     from sainet.bench.runner import TARGETS, BenchConfig, run_bench
 
     overrides = {"candidates": args.candidates, "history": args.history, "concurrency": args.concurrency}
     if args.seconds is not None:
-        overrides.update(closed_seconds=args.seconds, open_seconds=args.seconds)
-    config = BenchConfig.quick(**overrides) if args.quick else dc.replace(BenchConfig(), **overrides)
+        overrides.update(closed_seconds=args.seconds, open_seconds=args.seconds, probe_seconds=args.seconds)
+    config = BenchConfig.quick(**overrides) if args.quick else dataclasses.replace(BenchConfig(), **overrides)
     results = run_bench(Path(args.model_dir), Path(args.out), config)
     print((Path(args.out) / "bench.md").read_text())
     print(json.dumps({key: results[key] for key, _, _ in TARGETS.values()}, indent=2))

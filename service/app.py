@@ -10,10 +10,10 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Container
 
-from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
 import numpy as np
 import orjson
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
 
