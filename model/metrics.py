@@ -44,3 +44,12 @@ def ctr_metrics(labels: np.ndarray, probs: np.ndarray, scenario_index: np.ndarra
         metrics["oracle_auc_per_scenario"] = per_scenario_auc(labels, oracle, scenario_index,
                                                               scenario_names, first_index)
     return metrics
+
+
+def item_popularity(train_items: np.ndarray, train_labels: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each item's click rate on the training split, add-one smoothed (unseen items get 0.5): the
+    reference a CTR model must beat to have learned anything about users."""
+    size = int(max(train_items.max(initial=0), items.max(initial=0))) + 1
+    clicks = np.bincount(train_items, weights=train_labels, minlength=size)
+    shows = np.bincount(train_items, minlength=size)
+    return ((clicks + 1) / (shows + 2))[items]

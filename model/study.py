@@ -23,6 +23,8 @@ import pandas as pd
 
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.examples import PreparedData
+from model.data.schema import FIRST_KNOWN_INDEX
+from model.metrics import item_popularity, per_scenario_auc, safe_auc
 from model.models import MODEL_REGISTRY
 from model.train import TrainConfig, train_model
 
@@ -120,11 +122,25 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare_dataset(options)
+    references = reference_aucs(data)
     cells = planned_cells(config)
     for i, (model, variant, overrides, seed) in enumerate(cells, 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
         run_cell(data, options, model, variant, overrides, seed, config, out_dir)
-    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options)
+    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options,
+                         references)
+
+
+def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
+    """Test AUC of scores that are not models: item popularity (training click rate per item) and,
+    for synthetic data, the true click probabilities (the oracle)."""
+    train, test = data.splits["train"], data.splits["test"]
+    scores = {"item popularity (training CTR)": item_popularity(train.target_item, train.label, test.target_item)}
+    if test.oracle_prob is not None:
+        scores["oracle (true click probability)"] = test.oracle_prob
+    return {name: {**per_scenario_auc(test.label, score, test.target_scenario, data.schema.scenarios,
+                                      FIRST_KNOWN_INDEX), "overall": safe_auc(test.label, score)}
+            for name, score in scores.items()}
 
 
 def load_cells(out_dir: Path) -> pd.DataFrame:
@@ -183,14 +199,19 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
 
 
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
-                  options: DataOptions | None = None) -> dict:
+                  options: DataOptions | None = None, references: dict | None = None) -> dict:
     frame = load_cells(out_dir)
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
     main = frame[frame.variant == "main"]
     models = [m for m in config.models if m in set(main.model)]
     table, tests = auc_table(main, models, scenario_columns)
-    lines = ["# Per-scenario test AUC (mean ± std over seeds; best in bold)", "", table, "",
+    reference_lines = []
+    if references:
+        reference_lines = ["References (not models): " + "; ".join(
+            f"{name}: " + ", ".join(f"{s} {aucs[s]:.4f}" for s in scenario_columns if aucs.get(s) is not None)
+            for name, aucs in references.items()), ""]
+    lines = ["# Per-scenario test AUC (mean ± std over seeds; best in bold)", "", table, "", *reference_lines,
              "## SAINet against the best baseline (Welch's t-test)", "",
              "| scenario | best baseline | SAINet | baseline | t | p | significant at 0.05 |",
              "|---|---|---|---|---|---|---|"]
@@ -221,7 +242,8 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                                             .fillna(0).sum()) if len(frame) else 0.0,
             "cells": int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0]),
             "data": None if options is None else dataclasses.asdict(options),
-            "train": dataclasses.asdict(config.train), "t_tests": tests, "curves": curves}
+            "train": dataclasses.asdict(config.train), "t_tests": tests, "curves": curves,
+            "references": references}
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta
 

@@ -23,8 +23,10 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     assert main_rows.auc.between(0, 1).all() and (main_rows.logloss > 0).all()
     table = (out / "results.md").read_text()
     assert "sainet-no-tif" in table and "±" in table and "**" in table
+    assert "item popularity (training CTR)" in table and "oracle (true click probability)" in table
     meta = json.loads((out / "study.json").read_text())
     assert meta["command"].startswith("sainet study") and meta["commit"] and meta["machine"]
+    assert 0 < meta["references"]["item popularity (training CTR)"]["overall"] < 1
     cells = sorted(p.name for p in (out / "cells").iterdir())
     # 2 models x 2 seeds, plus the curve points other than SAINet's defaults (3 + 5 + 3) with 1 seed.
     assert len(cells) == 4 + 11
