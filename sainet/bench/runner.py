@@ -316,7 +316,7 @@ def commit() -> str:
 TARGETS = {"end-to-end throughput / framework floor": ("ratio_to_framework_floor", ">=", 0.7),
            "end-to-end throughput / naive baseline": ("speedup_vs_naive", ">=", 5.0),
            "replicated / shared history cost": ("shared_history_speedup", ">=", 5.0),
-           "p99 at 50% of max rate (ms)": ("p99_ms_at_half_load", "<=", 30.0),
+           "p99 at 50% of max sustainable rate (ms)": ("p99_ms_at_half_load", "<=", 30.0),
            "service peak RSS (MB)": ("rss_mb", "<=", 400.0)}
 
 
