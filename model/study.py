@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from model.data.examples import PreparedData
 from model.data.schema import FIRST_KNOWN_INDEX
 from model.metrics import item_popularity, per_scenario_auc, safe_auc
 from model.models import MODEL_REGISTRY
+from model.provenance import git_commit
 from model.train import TrainConfig, train_model
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                       out_dir / "ablation.png")
     curves = plot_curves(frame, out_dir)
 
-    meta = {"command": command, "commit": _commit(), "machine": f"{platform.node()} {platform.machine()} "
+    meta = {"command": command, "commit": git_commit(), "machine": f"{platform.node()} {platform.machine()} "
             f"{platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
             "python": platform.python_version(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "wall_seconds_this_invocation": seconds, "cell_seconds_total": float(
@@ -301,11 +301,3 @@ def plot_curves(frame: pd.DataFrame, out_dir: Path) -> dict:
         fig.savefig(out_dir / f"curve_{name}.png", dpi=100)
         plt.close(fig)
     return summary
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

@@ -12,26 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROWS = (1, 4, 16, 64, 256, 1024, 4096)
-
-
-def timed(session, inputs: dict, min_seconds: float = 1.0, min_runs: int = 10) -> float:
-    for _ in range(3):
-        session.run(["scores"], inputs)
-    times = []
-    started = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
-        t0 = time.perf_counter()
-        session.run(["scores"], inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.batch import Batch
     from model.data.schema import FeatureSchema
     from model.models import build_model
-    from sainet.bench.compute import request_inputs
+    from sainet.bench.compute import request_inputs, time_runs
     from sainet.bench.runner import resolve_artifact_dir
     from service.artifact import Artifact
     from service.inference import CUDA, make_session
@@ -111,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         candidates = rows // requests
         inputs = request_inputs(artifact, requests, candidates, artifact.history_length)
         entry = {"rows": requests * candidates, "requests": requests, "candidates": candidates,
-                 "fp32_ms": timed(session, inputs) * 1e3}
+                 "fp32_ms": time_runs(session, inputs, min_seconds=1.0, min_runs=10) * 1e3}
         if fp16_ok:
-            entry["fp16_ms"] = timed(fp16_session, inputs) * 1e3
+            entry["fp16_ms"] = time_runs(fp16_session, inputs, min_seconds=1.0, min_runs=10) * 1e3
         rows_table.append(entry)
     report["throughput"] = rows_table
     if args.out:

@@ -36,6 +36,16 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)    # of successful requests
     offered_rate: float | None = None
 
+    def record(self, status: int | str, latency_seconds: float) -> None:
+        """One finished request: its status (an HTTP code, or `client:<error>`) and latency."""
+        self.sent += 1
+        self.status_counts[str(status)] = self.status_counts.get(str(status), 0) + 1
+        if status == 200:
+            self.ok += 1
+            self.latencies_ms.append(latency_seconds * 1e3)
+        else:
+            self.failed += 1
+
     @property
     def rate(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
@@ -110,15 +120,8 @@ async def run_closed(host: str, port: int, path: str, bodies: list[bytes], concu
                     connection = await Connection.open(host, port, timeout)
                 done = time.perf_counter()
                 i += concurrency
-                if sent_at < start or done > stop:
-                    continue     # warm-up, or finished after the window: not counted
-                result.sent += 1
-                result.status_counts[str(status)] = result.status_counts.get(str(status), 0) + 1
-                if status == 200:
-                    result.ok += 1
-                    result.latencies_ms.append((done - sent_at) * 1e3)
-                else:
-                    result.failed += 1
+                if start <= sent_at and done <= stop:     # not warm-up, and finished inside the window
+                    result.record(status, done - sent_at)
         finally:
             connection.close()
 
@@ -156,16 +159,8 @@ async def run_open(host: str, port: int, path: str, bodies: list[bytes], rate: f
             status = f"client:{type(error).__name__}"
             if connection is not None:
                 connection.close()
-        done = time.perf_counter()
-        if scheduled < measured_from:
-            return
-        result.sent += 1
-        result.status_counts[str(status)] = result.status_counts.get(str(status), 0) + 1
-        if status == 200:
-            result.ok += 1
-            result.latencies_ms.append((done - scheduled) * 1e3)
-        else:
-            result.failed += 1
+        if scheduled >= measured_from:
+            result.record(status, time.perf_counter() - scheduled)
 
     for i in range(total):
         scheduled = begin + i * interval
@@ -173,9 +168,8 @@ async def run_open(host: str, port: int, path: str, bodies: list[bytes], rate: f
         if delay > 0:
             await asyncio.sleep(delay)
         if len(pending) >= max_connections:   # the client is the bottleneck: count it as a failure
-            result.sent += 1
-            result.failed += 1
-            result.status_counts["client_saturated"] = result.status_counts.get("client_saturated", 0) + 1
+            if scheduled >= measured_from:
+                result.record("client_saturated", 0.0)
             continue
         task = asyncio.create_task(one(i, scheduled))
         pending.add(task)

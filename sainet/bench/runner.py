@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.provenance import git_commit
 from service.artifact import Artifact, list_versions, resolve_model_root
 from service.embedded_redis import EmbeddedRedis
 from service.store import Behaviour, RedisBulkWriter
@@ -283,7 +284,7 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
         "rss_mb": results["service"]["memory"]["peak_rss_mb"],
         "ratio_to_compute_limit": e2e / results["compute"]["max_requests_per_s"],
         "max_sustainable_rps": results["service"]["sustainable"]["rate"],
-        "machine": machine(), "commit": commit(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "machine": machine(), "commit": git_commit(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "wall_seconds": time.perf_counter() - started,
     })
     (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
@@ -303,14 +304,6 @@ def machine() -> dict:
         pass
     return {"host": platform.node(), "cpu": cpu_model, "cpus": os.cpu_count(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__}
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 TARGETS = {"end-to-end throughput / framework floor": ("ratio_to_framework_floor", ">=", 0.7),
