@@ -178,7 +178,7 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
                 cells.append("n/a")
                 continue
             mean, std, n = stats.loc[(model, s)]
-            text = f"{mean:.4f} ± {0.0 if np.isnan(std) else std:.4f}"
+            text = f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {std:.4f}"    # one seed has no spread
             cells.append(f"**{text}**" if best.get(s) == model else text)
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     tests = {}
@@ -211,12 +211,14 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
         reference_lines = ["References (not models): " + "; ".join(
             f"{name}: " + ", ".join(f"{s} {aucs[s]:.4f}" for s in scenario_columns if aucs.get(s) is not None)
             for name, aucs in references.items()), ""]
-    lines = ["# Per-scenario test AUC (mean ± std over seeds; best in bold)", "", table, "", *reference_lines,
+    lines = ["# Per-scenario test AUC (mean ± std over seeds, mean alone for one seed; best in bold)", "", table,
+             "", *reference_lines,
              "## SAINet against the best baseline (Welch's t-test)", "",
              "| scenario | best baseline | SAINet | baseline | t | p | significant at 0.05 |",
              "|---|---|---|---|---|---|---|"]
     if not tests:
-        lines.append("| (no baseline in this study) | | | | | | |")
+        missing = "SAINet" if MAIN_MODEL not in models else "baseline"
+        lines.append(f"| (no {missing} in this study) | | | | | | |")
     for s, t in tests.items():
         significant = "n/a" if t["p"] is None else ("yes" if t["p"] < 0.05 and t["sainet_mean"] > t["baseline_mean"]
                                                     else "no")
@@ -242,8 +244,15 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                                             .fillna(0).sum()) if len(frame) else 0.0,
             "cells": int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0]),
             "data": None if options is None else dataclasses.asdict(options),
-            "train": dataclasses.asdict(config.train), "t_tests": tests, "curves": curves,
+            "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
+            "t_tests": tests, "curves": curves,
             "references": references}
+    # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
+    previous = out_dir / "study.json"
+    invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
+    meta["invocations"] = [*invocations, {"command": command, "commit": meta["commit"],
+                                          "finished_at": meta["finished_at"], "wall_seconds": seconds}]
+    meta["wall_seconds_all_invocations"] = float(sum(i["wall_seconds"] for i in meta["invocations"]))
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta
 

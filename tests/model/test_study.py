@@ -35,6 +35,8 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0                 # rerun: every cell is skipped, tables rebuilt
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
+    invocations = json.loads((out / "study.json").read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[0]["wall_seconds"] > invocations[1]["wall_seconds"]
 
 
 def test_scenario_wise_rec_protocol_refuses_to_change_its_setting(tmp_path, capsys):
