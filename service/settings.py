@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
 
     max_batch_requests: int = Field(64, description="most requests gathered into one inference run")
-    max_batch_rows: int = Field(16384, description="most candidate rows (requests x padded C) per run")
+    max_batch_rows: int = Field(16384, description="most candidate rows (sum of C) gathered per batch")
     max_wait_us: int = Field(2000, description="longest wait for more requests before a run starts")
     queue_size: int = Field(512, description="pending requests before new ones get 429")
     request_timeout_ms: float = Field(1000.0, description="deadline of a queued /score request")
