@@ -226,11 +226,10 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
 
     redis_server = EmbeddedRedis(free_port())
     redis_url = redis_server.start()
+    bodies_path = out_dir / ".bodies.json"
     try:
         os.sched_setaffinity(redis_server.process.pid, {load_cpu})
-        bodies = seed_users(redis_url, artifact, config)
-        bodies_path = out_dir / ".bodies.json"
-        bodies_path.write_text(json.dumps(bodies))
+        bodies_path.write_text(json.dumps(seed_users(redis_url, artifact, config)))
         closed = dict(mode="closed", cpu=load_cpu, seconds=config.closed_seconds, warmup=config.warmup_seconds,
                       concurrency=config.concurrency)
         python = sys.executable
@@ -270,8 +269,8 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
                               str(artifact_dir), "--redis-url", redis_url, "--port", str(port)], server_cpu, port,
                     "/docs", log_dir=out_dir):
             results["naive"] = run_load(f"http://127.0.0.1:{port}/score", bodies_path, **closed)["summary"]
-        bodies_path.unlink()
     finally:
+        bodies_path.unlink(missing_ok=True)
         redis_server.stop()
 
     e2e = results["service"]["max"]["achieved_rate"]
