@@ -3,12 +3,16 @@ Welch's t-test, the ablation table and hyper-parameter curves.
 
 Resumable: each finished (model, variant, seed) cell is written to `cells/` as soon as it
 completes and skipped when the command is rerun; the tables are rebuilt from all finished cells.
+Several workers may run the same command on one REPORT_DIR at once (one per core): each cell is
+claimed with an advisory file lock, which the operating system releases if a worker dies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import logging
 import platform
@@ -78,12 +82,45 @@ def cell_name(model: str, variant: str, seed: int) -> str:
     return f"{model}__{variant}__seed{seed}"
 
 
+@contextlib.contextmanager
+def claim_cell(cell_path: Path):
+    """Yields True while this process holds the cell's lock, False when another worker holds it.
+
+    The lock file is removed once the cell is written; a worker that opened it just before then
+    finds the cell file on its own re-check and does not train the cell again.
+    """
+    lock_path = cell_path.with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
-             config: StudyConfig, out_dir: Path) -> dict:
-    """Trains one cell (or loads it when already finished) and returns its per-scenario results."""
+             config: StudyConfig, out_dir: Path) -> dict | None:
+    """Trains one cell (or loads it when already finished) and returns its per-scenario results;
+    None when another worker is training it now."""
     path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
     if path.exists():
         return json.loads(path.read_text())
+    with claim_cell(path) as claimed:
+        if not claimed:
+            return None
+        if path.exists():       # finished by another worker between the check above and the lock
+            return json.loads(path.read_text())
+        return train_cell(data, options, model, variant, overrides, seed, config, path)
+
+
+def train_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
+               config: StudyConfig, path: Path) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     train_config = dataclasses.replace(config.train, seed=seed)
     # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
@@ -126,7 +163,8 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     cells = planned_cells(config)
     for i, (model, variant, overrides, seed) in enumerate(cells, 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
-        run_cell(data, options, model, variant, overrides, seed, config, out_dir)
+        if run_cell(data, options, model, variant, overrides, seed, config, out_dir) is None:
+            log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
     return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options,
                          references)
 

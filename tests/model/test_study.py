@@ -1,4 +1,7 @@
 import json
+import logging
+import subprocess
+import sys
 
 import pandas as pd
 
@@ -46,3 +49,28 @@ def test_scenario_wise_rec_protocol_refuses_to_change_its_setting(tmp_path, caps
     assert main([*base, "--data-dir", str(tmp_path)]) == 2                  # default dataset is synthetic
     assert "fixes --dataset movielens-1m" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
+    out = tmp_path / "report"
+    args = ["study", *TINY, "--models", "dnn", "--seeds", "2", "--no-curves", "--epochs", "1",
+            "--batch-size", "512", "--threads", "1", "--model-opt", "tower=16,8", "--out", str(out)]
+    lock_path = out / "cells" / "dnn__main__seed0.lock"
+    lock_path.parent.mkdir(parents=True)
+    # Another worker, as a separate process, holds seed 0's claim.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(lock_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with caplog.at_level(logging.INFO, logger="model.study"):
+            assert main(args) == 0
+        assert not (out / "cells" / "dnn__main__seed0.json").exists()
+        assert (out / "cells" / "dnn__main__seed1.json").exists()
+        assert "being trained by another worker" in caplog.text
+    finally:
+        holder.communicate(input="", timeout=30)    # the holder exits, and its lock goes with it
+    assert main(args) == 0
+    assert (out / "cells" / "dnn__main__seed0.json").exists()
+    assert not list((out / "cells").glob("*.lock"))
