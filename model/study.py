@@ -154,19 +154,20 @@ def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
     return cells
 
 
-def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command: str = "") -> dict:
+def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command: str = "", train: bool = True) -> dict:
+    """Trains every planned cell not yet finished (none when `train` is False), then rebuilds the reports."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare_dataset(options)
     references = reference_aucs(data)
     cells = planned_cells(config)
-    for i, (model, variant, overrides, seed) in enumerate(cells, 1):
+    for i, (model, variant, overrides, seed) in enumerate(cells if train else [], 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
         if run_cell(data, options, model, variant, overrides, seed, config, out_dir) is None:
             log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
     return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options,
-                         references)
+                         references, planned=len(cells))
 
 
 def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
@@ -237,8 +238,10 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
 
 
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
-                  options: DataOptions | None = None, references: dict | None = None) -> dict:
+                  options: DataOptions | None = None, references: dict | None = None,
+                  planned: int | None = None) -> dict:
     frame = load_cells(out_dir)
+    finished = int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0])
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
     main = frame[frame.variant == "main"]
@@ -249,7 +252,10 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
         reference_lines = ["References (not models): " + "; ".join(
             f"{name}: " + ", ".join(f"{s} {aucs[s]:.4f}" for s in scenario_columns if aucs.get(s) is not None)
             for name, aucs in references.items()), ""]
-    lines = ["# Per-scenario test AUC (mean ± std over seeds, mean alone for one seed; best in bold)", "", table,
+    progress = [] if planned is None or finished >= planned else [
+        f"**Partial: {finished} of {planned} cells finished.**", ""]
+    lines = ["# Per-scenario test AUC (mean ± std over seeds, mean alone for one seed; best in bold)", "",
+             *progress, table,
              "", *reference_lines,
              "## SAINet against the best baseline (Welch's t-test)", "",
              "| scenario | best baseline | SAINet | baseline | t | p | significant at 0.05 |",
@@ -280,7 +286,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                 frame.drop_duplicates(["model", "variant", "seed"])["seconds"].sum()) if len(frame) else 0.0,
             "cell_cpu_seconds_total": float(frame.drop_duplicates(["model", "variant", "seed"])["cpu_seconds"]
                                             .fillna(0).sum()) if len(frame) else 0.0,
-            "cells": int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0]),
+            "cells": finished, "cells_planned": planned,
             "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
             "t_tests": tests, "curves": curves,

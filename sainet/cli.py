@@ -162,7 +162,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         model_overrides=tuple(overrides.items()),
     )
     options = dataclasses.replace(_data_options(args), protocol=args.protocol)
-    summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv))
+    summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv),
+                        train=not args.report_only)
     print(json.dumps({k: summary[k] for k in ("cells", "wall_seconds_this_invocation", "t_tests")}, indent=2))
     return 0
 
@@ -275,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--max-train-examples", type=int)
     study.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="applied to every model, e.g. embed_dim=16")
-    study.add_argument("--out", required=True, help="report folder (finished cells are kept and skipped)")
+    study.add_argument("--out", required=True, help="report folder (finished cells are kept and skipped; several "
+                                                    "workers may run the same command on it at once)")
+    study.add_argument("--report-only", action="store_true",
+                       help="rebuild the tables from the finished cells and train nothing (e.g. while workers run)")
     study.set_defaults(handler=cmd_study)
 
     from sainet.seed import add_seed_parser

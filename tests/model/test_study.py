@@ -69,8 +69,13 @@ def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
         assert not (out / "cells" / "dnn__main__seed0.json").exists()
         assert (out / "cells" / "dnn__main__seed1.json").exists()
         assert "being trained by another worker" in caplog.text
+        assert "Partial: 1 of 2 cells finished" in (out / "results.md").read_text()
     finally:
         holder.communicate(input="", timeout=30)    # the holder exits, and its lock goes with it
+    assert main([*args, "--report-only"]) == 0      # rebuilds the tables, trains nothing
+    assert not (out / "cells" / "dnn__main__seed0.json").exists()
+    assert json.loads((out / "study.json").read_text())["cells_planned"] == 2
     assert main(args) == 0
     assert (out / "cells" / "dnn__main__seed0.json").exists()
+    assert "Partial" not in (out / "results.md").read_text()
     assert not list((out / "cells").glob("*.lock"))
