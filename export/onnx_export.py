@@ -32,6 +32,7 @@ from torch import nn
 
 from model.batch import INPUT_NAMES, Batch, examples_to_batch
 from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema
+from model.testing import random_inputs
 from model.train import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
@@ -55,31 +56,6 @@ class ScoringModule(nn.Module):
     def forward(self, hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features):
         batch = Batch(hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features)
         return torch.sigmoid(self.model(batch))
-
-
-def random_inputs(schema: FeatureSchema, batch: int, length: int, candidates: int, seed: int,
-                  empty_rows: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
-    """Valid random indices for every input, with left padding and some users without history."""
-    g = torch.Generator().manual_seed(seed)
-    n_items, n_scen = schema.num_item_embeddings, schema.num_scenario_embeddings
-    hist_items = torch.randint(1, n_items, (batch, length), generator=g)
-    hist_scen = torch.randint(1, n_scen, (batch, length), generator=g)
-    pad = torch.randint(0, length + 1, (batch,), generator=g)
-    padded = torch.arange(length)[None, :] < pad[:, None]
-    for row in empty_rows:
-        padded[row] = True
-    hist_items[padded] = 0
-    hist_scen[padded] = 0
-    request = [torch.randint(0, schema.vocab_sizes[f.name], (batch,), generator=g) for f in schema.request_features]
-    item = [torch.randint(0, schema.vocab_sizes[f.name], (batch, candidates), generator=g)
-            for f in schema.item_features]
-    return (
-        hist_items, hist_scen,
-        torch.randint(FIRST_KNOWN_INDEX, n_scen, (batch,), generator=g),
-        torch.stack(request, 1) if request else torch.zeros((batch, 0), dtype=torch.long),
-        torch.randint(1, n_items, (batch, candidates), generator=g),
-        torch.stack(item, 2) if item else torch.zeros((batch, candidates, 0), dtype=torch.long),
-    )
 
 
 def export_onnx(module: ScoringModule, schema: FeatureSchema, path: Path, opset: int = 18) -> None:

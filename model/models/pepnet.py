@@ -66,10 +66,8 @@ class PEPNet(nn.Module):
         d = config.embed_dim
         self.inputs = BaselineInputs(schema, d)
         num_fields = self.inputs.num_fields
-        self.history_field = self.inputs.history_field
-        self.scenario_field = self.inputs.scenario_field
         self.epnet = GateNU(d + (num_fields - 1) * d, num_fields, config.gate_hidden, config.gamma)
-        prior_dim = (num_fields - self.history_field) * d            # history, scenario, request features
+        prior_dim = (num_fields - self.inputs.history_field) * d     # history, scenario, request features
         widths = [self.inputs.output_dim, *config.tower]
         pp_input = prior_dim + self.inputs.output_dim
         self.ppnet = nn.ModuleList(GateNU(pp_input, width, config.gate_hidden, config.gamma)
@@ -83,11 +81,11 @@ class PEPNet(nn.Module):
         """(EPNet gates [B, C, F], PPNet gates per layer [B, C, width_l], O_ep [B, C, F * d])."""
         inputs = self.inputs(batch)
         fields = inputs.fields
-        s = self.scenario_field
+        s = self.inputs.scenario_field
         others = torch.cat([fields[:, :, :s], fields[:, :, s + 1:]], dim=2).flatten(start_dim=2)
         ep_gate = self.epnet(torch.cat([inputs.scenario_embedding, others.detach()], dim=-1))   # [B, C, F]
         o_ep = (fields * ep_gate[..., None]).flatten(start_dim=2)
-        prior = fields[:, :, self.history_field:].flatten(start_dim=2)
+        prior = fields[:, :, self.inputs.history_field:].flatten(start_dim=2)
         pp_input = torch.cat([prior, o_ep.detach()], dim=-1)
         return ep_gate, [gate(pp_input) for gate in self.ppnet], o_ep
 

@@ -91,10 +91,9 @@ class SFPNet(nn.Module):
         self.config = config
         d = config.embed_dim
         self.inputs = BaselineInputs(schema, d)
-        self.history_field = self.inputs.history_field
-        num_fields = self.inputs.num_fields
-        self.blocks = nn.ModuleList(ScenarioTailoringBlock(num_fields, d, self.history_field, config.gamma)
-                                    for _ in range(config.blocks))
+        self.blocks = nn.ModuleList(
+            ScenarioTailoringBlock(self.inputs.num_fields, d, self.inputs.history_field, config.gamma)
+            for _ in range(config.blocks))
         self.tower = MLPTower(self.inputs.output_dim, config.tower)
         self.output_dim = 1
         init_normal_(self, config.init_std)

@@ -5,7 +5,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import ExportError, ScoringModule, export_run, random_inputs
+from export.onnx_export import ExportError, ScoringModule, export_run
+from model.testing import random_inputs
 from model.batch import INPUT_NAMES
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig

@@ -1,25 +1,17 @@
 import torch
+from model.testing import random_batch, seeded_model, tiny_schema
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
-from model.models import build_model
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=8,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 40, "scenario": 5, "gender": 4, "genre": 7},
-)
+SCHEMA = tiny_schema(history_length=8, items=40, genres=7)
 SMALL = {"embed_dim": 8, "tower": (32, 16)}
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("adasparse", SCHEMA, **{**SMALL, **overrides}).eval()
+    return seeded_model("adasparse", SCHEMA, **{**SMALL, **overrides})
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    return Batch(*random_inputs(SCHEMA, batch=6, length=8, candidates=candidates, seed=seed, empty_rows=(0,)))
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed)
 
 
 def test_weighting_factors_are_binary_per_neuron_in_eval_and_training():

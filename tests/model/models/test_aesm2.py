@@ -1,29 +1,20 @@
 import pytest
 import torch
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
-from model.models import build_model
 from model.models.aesm2 import ExpertSelectionLayer
 from model.models.registry import HasAuxiliaryLoss
+from model.testing import random_batch, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=8,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("hour", "context"),
-              CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 40, "scenario": 5, "gender": 4, "hour": 6, "genre": 7},
-)
+SCHEMA = tiny_schema(history_length=8, items=40, genres=7, context_feature=True)
 SMALL = {"embed_dim": 8, "tower": (16, 8), "expert_dims": (16, 12)}
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("aesm2", SCHEMA, **{**SMALL, **overrides}).eval()
+    return seeded_model("aesm2", SCHEMA, **{**SMALL, **overrides})
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    return Batch(*random_inputs(SCHEMA, batch=5, length=8, candidates=candidates, seed=seed, empty_rows=(0,)))
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, batch=5, candidates=candidates, seed=seed)
 
 
 def test_kl_selection_picks_the_scenario_specific_and_the_shared_expert():

@@ -1,34 +1,29 @@
 """The contract every registered model keeps (baselines and SAINet variants alike): [B, C] scores,
-a training step, finite cold start, C candidates in one forward = C separate forwards, and ONNX
-export parity."""
+a training step, finite cold start, C candidates in one forward = C separate forwards, scores
+that depend on the target scenario, and ONNX export parity."""
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import ScoringModule, export_onnx, random_inputs
-from model.batch import INPUT_NAMES, Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
-from model.models import MODEL_REGISTRY, build_model
+from export.onnx_export import ScoringModule, export_onnx
+from model.batch import INPUT_NAMES
+from model.models import MODEL_REGISTRY
 from model.models.registry import training_outputs
+from model.testing import random_batch, random_inputs, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=10,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 50, "scenario": 5, "gender": 4, "genre": 6},
-)
+SCHEMA = tiny_schema()
 SMALL = {"embed_dim": 8, "tower": (16, 8)}
 ALL_MODELS = sorted(MODEL_REGISTRY)
 
 
 def make(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, SCHEMA, **SMALL).eval()
+    return seeded_model(name, SCHEMA, **SMALL)
 
 
-def batch_of(candidates: int, empty_rows=(0,), seed=0) -> Batch:
-    return Batch(*random_inputs(SCHEMA, batch=6, length=10, candidates=candidates, seed=seed, empty_rows=empty_rows))
+def batch_of(candidates: int, empty_rows=(0,), seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed, empty_rows=empty_rows)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -68,6 +63,16 @@ def test_c_candidates_in_one_forward_equal_separate_forwards(name):
             alone = model(batch._replace(cand_items=batch.cand_items[:, c:c + 1],
                                          cand_features=batch.cand_features[:, c:c + 1]))
             torch.testing.assert_close(alone[:, 0], together[:, c], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_changing_the_target_scenario_changes_scores(name):
+    model = make(name)
+    batch = batch_of(3)
+    with torch.no_grad():
+        before = model(batch)
+        after = model(batch._replace(target_scenario=(batch.target_scenario - 2 + 1) % 3 + 2))
+    assert not torch.allclose(before, after)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -1,22 +1,15 @@
 import torch
 from torch import nn
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.layers.towers import DEFAULT_HIDDEN
 from model.models import build_model, model_config
+from model.testing import random_batch, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=10,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 50, "scenario": 5, "gender": 4, "genre": 6},
-)
+SCHEMA = tiny_schema()
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    return Batch(*random_inputs(SCHEMA, batch=6, length=10, candidates=candidates, seed=seed,
-                                empty_rows=(0,)))
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed)
 
 
 def test_defaults_follow_the_shared_baseline_setup():

@@ -1,42 +1,29 @@
 import pytest
 import torch
-from torch import nn
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.layers.towers import DEFAULT_HIDDEN
 from model.models import build_model, model_config
+from model.testing import linear_widths, random_batch, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=10,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 50, "scenario": 5, "gender": 4, "genre": 6},
-)
+SCHEMA = tiny_schema()
 TARGETS = torch.tensor([2, 3, 4, 2, 3, 4])   # every scenario twice
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    inputs = random_inputs(SCHEMA, batch=6, length=10, candidates=candidates, seed=seed, empty_rows=(0,))
-    return Batch(*inputs)._replace(target_scenario=TARGETS)
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed, target_scenario=TARGETS)
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("mmoe", SCHEMA, **{"embed_dim": 8, "tower": (16, 8), **overrides}).eval()
-
-
-def widths(module):
-    return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+    return seeded_model("mmoe", SCHEMA, **{"embed_dim": 8, "tower": (16, 8), **overrides})
 
 
 def test_defaults_four_experts_512_256_and_towers_128_64():
     config = model_config("mmoe")
     assert (config.experts, config.tower, config.embed_dim, config.init_std) == (4, DEFAULT_HIDDEN, 32, 0.05)
     model = build_model("mmoe", SCHEMA)
-    assert len(model.experts) == 4 and all(widths(e) == [512, 256] for e in model.experts)
+    assert len(model.experts) == 4 and all(linear_widths(e) == [512, 256] for e in model.experts)
     assert len(model.gates) == 3 and all(g.out_features == 4 and g.bias is None for g in model.gates)
-    assert len(model.towers) == 3 and all(widths(t) == [128, 64, 1] for t in model.towers)
+    assert len(model.towers) == 3 and all(linear_widths(t) == [128, 64, 1] for t in model.towers)
     with pytest.raises(ValueError, match="experts"):
         make(experts=0)
 

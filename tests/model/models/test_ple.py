@@ -2,33 +2,21 @@ import pytest
 import torch
 from torch import nn
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.layers.towers import DEFAULT_HIDDEN
 from model.models import build_model, model_config
+from model.testing import linear_widths, random_batch, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=10,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 50, "scenario": 5, "gender": 4, "genre": 6},
-)
+SCHEMA = tiny_schema()
 TARGETS = torch.tensor([2, 3, 4, 2, 3, 4])   # every scenario twice
 OTHERS = TARGETS != 4                          # requests not targeting scenario "c" (index 2)
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    inputs = random_inputs(SCHEMA, batch=6, length=10, candidates=candidates, seed=seed, empty_rows=(0,))
-    return Batch(*inputs)._replace(target_scenario=TARGETS)
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed, target_scenario=TARGETS)
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("ple", SCHEMA, **{"embed_dim": 8, "tower": (16, 8, 4), **overrides}).eval()
-
-
-def widths(module):
-    return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+    return seeded_model("ple", SCHEMA, **{"embed_dim": 8, "tower": (16, 8, 4), **overrides})
 
 
 def perturb_(module: nn.Module) -> None:
@@ -53,11 +41,11 @@ def test_defaults_two_levels_one_shared_and_one_specific_expert_per_scenario():
     first, last = model.levels
     assert len(first.shared) == 1 and len(first.specific) == 3
     assert all(len(own) == 1 for own in first.specific)
-    assert widths(first.shared[0]) == [512] and widths(last.shared[0]) == [256]
+    assert linear_widths(first.shared[0]) == [512] and linear_widths(last.shared[0]) == [256]
     assert all(g.out_features == 2 and g.bias is None for g in first.scenario_gates)   # own + shared expert
     assert first.shared_gate.out_features == 3 + 1    # over every expert of the level
     assert last.shared_gate is None                     # nothing reads it after the last level
-    assert all(widths(t) == [128, 64, 1] for t in model.towers)
+    assert all(linear_widths(t) == [128, 64, 1] for t in model.towers)
     with pytest.raises(ValueError, match="exceeds"):
         make(levels=2, expert_layers=2)
 

@@ -3,58 +3,33 @@ import dataclasses
 import pytest
 import torch
 
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.models import MODEL_REGISTRY, build_model, model_config
+from model.testing import random_batch, seeded_model, tiny_schema
 
 SAINET_VARIANTS = sorted(name for name in MODEL_REGISTRY if name.startswith("sainet"))
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=12,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("hour", "context"),
-              CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 60, "scenario": 5, "gender": 4, "hour": 6, "genre": 7},
-)
+SCHEMA = tiny_schema(history_length=12, items=60, genres=7, context_feature=True)
 SMALL = {"embed_dim": 16, "tower": (32, 16)}
 
 
-def random_batch(batch=5, length=12, candidates=3, seed=0, empty_rows=(1,)) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    hist_items = torch.randint(2, 60, (batch, length), generator=g)
-    hist_scen = torch.randint(2, 5, (batch, length), generator=g)
-    # Left padding of varying length; some users have no history at all.
-    for row in range(batch):
-        pad = int(torch.randint(0, length, (1,), generator=g))
-        hist_items[row, :pad] = 0
-        hist_scen[row, :pad] = 0
-    for row in empty_rows:
-        hist_items[row] = 0
-        hist_scen[row] = 0
-    return Batch(
-        hist_items=hist_items, hist_scenarios=hist_scen,
-        target_scenario=torch.randint(2, 5, (batch,), generator=g),
-        request_features=torch.stack([torch.randint(0, 4, (batch,), generator=g),
-                                      torch.randint(0, 6, (batch,), generator=g)], dim=1),
-        cand_items=torch.randint(1, 60, (batch, candidates), generator=g),
-        cand_features=torch.randint(0, 7, (batch, candidates, 1), generator=g),
-    )
+def batch_of(batch=5, candidates=3, seed=0, empty_rows=(1,)):
+    return random_batch(SCHEMA, batch=batch, candidates=candidates, seed=seed, empty_rows=empty_rows)
 
 
 def make(name: str, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, SCHEMA, **{**SMALL, **overrides}).eval()
+    return seeded_model(name, SCHEMA, **{**SMALL, **overrides})
 
 
 @pytest.mark.parametrize("name", SAINET_VARIANTS)
 def test_output_shape_is_requests_by_candidates(name):
     model = make(name)
-    assert model(random_batch(batch=5, candidates=3)).shape == (5, 3)
-    assert model(random_batch(batch=2, candidates=1)).shape == (2, 1)
+    assert model(batch_of(batch=5, candidates=3)).shape == (5, 3)
+    assert model(batch_of(batch=2, candidates=1)).shape == (2, 1)
 
 
 @pytest.mark.parametrize("name", SAINET_VARIANTS)
 def test_padding_never_changes_a_score(name):
     model = make(name)
-    batch = random_batch()
+    batch = batch_of()
     extra = 4
     pad = torch.zeros(batch.hist_items.shape[0], extra, dtype=torch.long)
     longer = batch._replace(hist_items=torch.cat([pad, batch.hist_items], 1),
@@ -70,7 +45,7 @@ def test_padding_never_changes_a_score(name):
 @pytest.mark.parametrize("name", SAINET_VARIANTS)
 def test_cold_start_is_finite_with_finite_gradients(name):
     model = make(name).train()
-    batch = random_batch(empty_rows=range(5))
+    batch = batch_of(empty_rows=range(5))
     assert not batch.history_mask.any()
     scores = model(batch)
     assert torch.isfinite(scores).all()
@@ -79,21 +54,9 @@ def test_cold_start_is_finite_with_finite_gradients(name):
 
 
 @pytest.mark.parametrize("name", SAINET_VARIANTS)
-def test_c_candidates_in_one_forward_equal_c_separate_forwards(name):
-    model = make(name)
-    batch = random_batch(candidates=7)
-    with torch.no_grad():
-        together = model(batch)
-        for c in range(7):
-            alone = model(batch._replace(cand_items=batch.cand_items[:, c:c + 1],
-                                         cand_features=batch.cand_features[:, c:c + 1]))
-            torch.testing.assert_close(alone[:, 0], together[:, c], rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", SAINET_VARIANTS)
 def test_every_variant_trains_a_step_and_gradients_reach_every_parameter(name):
     model = make(name).train()
-    batch = random_batch(batch=16, candidates=1, empty_rows=())
+    batch = batch_of(batch=16, candidates=1, empty_rows=())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     labels = torch.ones(16)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch)[:, 0], labels)
@@ -118,7 +81,7 @@ def test_ablations_remove_exactly_their_module():
 
 def test_target_scenario_changes_scores():
     model = make("sainet")
-    batch = random_batch(empty_rows=())
+    batch = batch_of(empty_rows=())
     with torch.no_grad():
         a = model(batch)
         b = model(batch._replace(target_scenario=(batch.target_scenario - 2 + 1) % 3 + 2))
@@ -126,7 +89,7 @@ def test_target_scenario_changes_scores():
 
 
 def test_behaviour_scenario_tags_change_scores_only_with_sie():
-    batch = random_batch(empty_rows=())
+    batch = batch_of(empty_rows=())
     retagged = batch._replace(hist_scenarios=torch.where(batch.hist_items > 0, 2, 0))
     with torch.no_grad():
         sainet = make("sainet")
@@ -142,7 +105,7 @@ def test_paper_defaults_and_options():
     for options in ({"sie": "plain"}, {"sie_residual": True, "sie_layer_norm": True}, {"stm_vector_gate": False},
                     {"tif_scaled": True}, {"sdt_gate_input": "scenario"}, {"blocks": 1, "heads": 2}):
         model = make("sainet", **options)
-        assert torch.isfinite(model(random_batch())).all(), options
+        assert torch.isfinite(model(batch_of())).all(), options
 
 
 def test_unknown_model_or_option_fails_loudly():

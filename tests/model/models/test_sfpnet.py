@@ -1,27 +1,18 @@
 import torch
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.layers.attention import masked_mean
-from model.models import build_model
+from model.testing import random_batch, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=8,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 40, "scenario": 5, "gender": 4, "genre": 7},
-)
+SCHEMA = tiny_schema(history_length=8, items=40, genres=7)
 SMALL = {"embed_dim": 8, "tower": (16, 8)}
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("sfpnet", SCHEMA, **{**SMALL, **overrides}).eval()
+    return seeded_model("sfpnet", SCHEMA, **{**SMALL, **overrides})
 
 
-def batch_of(candidates=3, seed=0, empty_rows=(0, 2)) -> Batch:
-    inputs = random_inputs(SCHEMA, batch=6, length=8, candidates=candidates, seed=seed, empty_rows=empty_rows)
-    return Batch(*inputs)
+def batch_of(candidates=3, seed=0, empty_rows=(0, 2)):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed, empty_rows=empty_rows)
 
 
 def test_history_field_index_matches_the_shared_inputs():
@@ -30,7 +21,7 @@ def test_history_field_index_matches_the_shared_inputs():
     with torch.no_grad():
         inputs = model.inputs(batch)
         pooled = masked_mean(model.inputs.embeddings.item(batch.hist_items), batch.history_mask)
-    torch.testing.assert_close(inputs.fields[:, 0, model.history_field], pooled)
+    torch.testing.assert_close(inputs.fields[:, 0, model.inputs.history_field], pooled)
 
 
 def test_blocks_tailor_every_field_and_gate_the_behaviour_representation():
@@ -44,11 +35,11 @@ def test_blocks_tailor_every_field_and_gate_the_behaviour_representation():
         assert (gate > 0).all() and (gate < 2).all()
     changed = (fields - original).abs().amax(dim=-1)                  # [B, C, F]
     has_history = batch.history_mask.any(dim=1)
-    others = [f for f in range(model.inputs.num_fields) if f != model.history_field]
+    others = [f for f in range(model.inputs.num_fields) if f != model.inputs.history_field]
     assert (changed[:, :, others] > 0).all()                          # SAM re-defines every field
     # No behaviours, nothing to tailor: the history field stays zero for cold-start users.
-    assert (fields[~has_history][:, :, model.history_field] == 0).all()
-    assert (fields[has_history][:, :, model.history_field].abs().sum(-1) > 0).all()
+    assert (fields[~has_history][:, :, model.inputs.history_field] == 0).all()
+    assert (fields[has_history][:, :, model.inputs.history_field].abs().sum(-1) > 0).all()
 
 
 def test_target_scenario_changes_scores_and_the_history_representation():
@@ -60,7 +51,7 @@ def test_target_scenario_changes_scores_and_the_history_representation():
         fa, _ = model.tailored_fields(batch)
         fb, _ = model.tailored_fields(other)
     assert not torch.allclose(a, b)
-    assert not torch.allclose(fa[:, :, model.history_field], fb[:, :, model.history_field])
+    assert not torch.allclose(fa[:, :, model.inputs.history_field], fb[:, :, model.inputs.history_field])
 
 
 def test_number_of_blocks_is_an_option():

@@ -1,42 +1,29 @@
 import pytest
 import torch
-from torch import nn
 
-from export.onnx_export import random_inputs
-from model.batch import Batch
-from model.data.schema import CategoricalFeature, FeatureSchema
 from model.layers.towers import DEFAULT_HIDDEN
 from model.models import build_model, model_config
+from model.testing import linear_widths, random_batch, seeded_model, tiny_schema
 
-SCHEMA = FeatureSchema(
-    dataset="test", scenarios=["a", "b", "c"], history_length=10,
-    features=[CategoricalFeature("gender", "user"), CategoricalFeature("genre", "item")],
-    vocab_sizes={"item_id": 50, "scenario": 5, "gender": 4, "genre": 6},
-)
+SCHEMA = tiny_schema()
 TARGETS = torch.tensor([2, 3, 4, 2, 3, 4])   # every scenario twice
 
 
-def batch_of(candidates=3, seed=0) -> Batch:
-    inputs = random_inputs(SCHEMA, batch=6, length=10, candidates=candidates, seed=seed, empty_rows=(0,))
-    return Batch(*inputs)._replace(target_scenario=TARGETS)
+def batch_of(candidates=3, seed=0):
+    return random_batch(SCHEMA, candidates=candidates, seed=seed, target_scenario=TARGETS)
 
 
 def make(**overrides):
-    torch.manual_seed(0)
-    return build_model("shared-bottom", SCHEMA, **{"embed_dim": 8, "tower": (16, 8, 4), **overrides}).eval()
-
-
-def widths(module):
-    return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+    return seeded_model("shared-bottom", SCHEMA, **{"embed_dim": 8, "tower": (16, 8, 4), **overrides})
 
 
 def test_default_split_bottom_512_256_towers_128_64():
     assert model_config("shared-bottom").tower == DEFAULT_HIDDEN
     model = build_model("shared-bottom", SCHEMA)
-    assert widths(model.bottom) == [512, 256]
-    assert len(model.towers) == 3 and all(widths(t) == [128, 64, 1] for t in model.towers)
+    assert linear_widths(model.bottom) == [512, 256]
+    assert len(model.towers) == 3 and all(linear_widths(t) == [128, 64, 1] for t in model.towers)
     split = make(bottom_layers=1)
-    assert widths(split.bottom) == [16] and widths(split.towers[0]) == [8, 4, 1]
+    assert linear_widths(split.bottom) == [16] and linear_widths(split.towers[0]) == [8, 4, 1]
     with pytest.raises(ValueError, match="bottom_layers"):
         make(bottom_layers=4)
 
