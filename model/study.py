@@ -167,7 +167,7 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
         if run_cell(data, options, model, variant, overrides, seed, config, out_dir) is None:
             log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
     return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options,
-                         references, planned=len(cells))
+                         references, planned=len(cells), trained=train)
 
 
 def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
@@ -239,7 +239,7 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
 
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
                   options: DataOptions | None = None, references: dict | None = None,
-                  planned: int | None = None) -> dict:
+                  planned: int | None = None, trained: bool = True) -> dict:
     frame = load_cells(out_dir)
     finished = int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0])
     frame.to_csv(out_dir / "results.csv", index=False)
@@ -295,8 +295,12 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     previous = out_dir / "study.json"
     invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
     meta["invocations"] = [*invocations, {"command": command, "commit": meta["commit"],
-                                          "finished_at": meta["finished_at"], "wall_seconds": seconds}]
-    meta["wall_seconds_all_invocations"] = float(sum(i["wall_seconds"] for i in meta["invocations"]))
+                                          "finished_at": meta["finished_at"], "wall_seconds": seconds,
+                                          "trained": trained}]
+    # Report-only rebuilds train nothing; an invocation stopped before its end is not listed (its
+    # finished cells' own times are in cell_seconds_total).
+    meta["wall_seconds_all_invocations"] = float(sum(i["wall_seconds"] for i in meta["invocations"]
+                                                     if i.get("trained", True)))
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta
 

@@ -74,7 +74,8 @@ def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
         holder.communicate(input="", timeout=30)    # the holder exits, and its lock goes with it
     assert main([*args, "--report-only"]) == 0      # rebuilds the tables, trains nothing
     assert not (out / "cells" / "dnn__main__seed0.json").exists()
-    assert json.loads((out / "study.json").read_text())["cells_planned"] == 2
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["cells_planned"] == 2 and meta["invocations"][-1]["trained"] is False
     assert main(args) == 0
     assert (out / "cells" / "dnn__main__seed0.json").exists()
     assert "Partial" not in (out / "results.md").read_text()
