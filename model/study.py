@@ -154,7 +154,8 @@ def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
     return cells
 
 
-def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command: str = "", train: bool = True) -> dict:
+def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command: str = "",
+              train: bool = True) -> dict:
     """Trains every planned cell not yet finished (none when `train` is False), then rebuilds the reports."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +167,11 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
         if run_cell(data, options, model, variant, overrides, seed, config, out_dir) is None:
             log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
-    return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started, options,
-                         references, planned=len(cells), trained=train)
+    # Workers that finish together take turns: each rebuilds the reports from all cells then on disk.
+    with open(out_dir / "reports.lock", "a") as reports_lock:
+        fcntl.flock(reports_lock, fcntl.LOCK_EX)
+        return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started,
+                             options, references, planned=len(cells), trained=train)
 
 
 def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
