@@ -241,6 +241,25 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
     return header + "\n".join(lines) + "\n", tests
 
 
+def ablation_tests(frame: pd.DataFrame, ablations: list[str], scenarios: list[str]) -> tuple[str, dict]:
+    """Welch's t-test of each ablation against full SAINet per scenario (positive t: the variant
+    scores higher), as a markdown table and a dict."""
+    lines = ["| variant | scenario | variant - SAINet | t | p |", "|---|---|---|---|---|"]
+    tests: dict[str, dict] = {}
+    for variant in ablations:
+        for s in scenarios:
+            pick = lambda m: frame[(frame.model == m) & (frame.scenario == s)]["auc"].to_numpy()  # noqa: E731
+            ours, full = pick(variant), pick(MAIN_MODEL)
+            if not len(ours) or not len(full):
+                continue
+            outcome = welch(ours, full)
+            t, p = (None, None) if outcome is None else outcome
+            tests.setdefault(variant, {})[s] = {"difference": float(ours.mean() - full.mean()), "t": t, "p": p}
+            fmt = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731
+            lines.append(f"| {variant} | {s} | {ours.mean() - full.mean():+.4f} | {fmt(t)} | {fmt(p)} |")
+    return "\n".join(lines) + "\n", tests
+
+
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
                   options: DataOptions | None = None, references: dict | None = None,
                   planned: int | None = None, trained: bool = True) -> dict:
@@ -277,7 +296,12 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
 
     ablation_models = [m for m in ABLATIONS if m in set(main.model)]
     ablation, _ = auc_table(main, ablation_models, scenario_columns)
-    (out_dir / "ablation.md").write_text("# Ablations (the paper's Table 3)\n\n" + ablation)
+    variants = [m for m in ablation_models if m != MAIN_MODEL]
+    ablation_table, ablation_t_tests = ablation_tests(main, variants, scenario_columns) \
+        if MAIN_MODEL in ablation_models else ("", {})
+    (out_dir / "ablation.md").write_text(
+        "# Ablations (the paper's Table 3)\n\n" + ablation
+        + ("\n## Each variant against SAINet (Welch's t-test)\n\n" + ablation_table if ablation_table else ""))
     if ablation_models:
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
@@ -293,7 +317,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "cells": finished, "cells_planned": planned,
             "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
-            "t_tests": tests, "curves": curves,
+            "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves,
             "references": references}
     # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
     previous = out_dir / "study.json"

@@ -27,7 +27,10 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "sainet-no-tif" in table and "±" in table and "**" in table
     assert "item popularity (training CTR)" in table and "oracle (true click probability)" in table
+    ablation = (out / "ablation.md").read_text()
+    assert "Each variant against SAINet" in ablation and "| sainet-no-tif | overall |" in ablation
     meta = json.loads((out / "study.json").read_text())
+    assert isinstance(meta["ablation_t_tests"]["sainet-no-tif"]["overall"]["t"], float)
     assert meta["command"].startswith("sainet study") and meta["commit"] and meta["machine"]
     assert 0 < meta["references"]["item popularity (training CTR)"]["overall"] < 1
     cells = sorted(p.name for p in (out / "cells").iterdir())
