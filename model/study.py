@@ -105,18 +105,18 @@ def claim_cell(cell_path: Path):
 
 
 def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
-             config: StudyConfig, out_dir: Path) -> dict | None:
-    """Trains one cell (or loads it when already finished) and returns its per-scenario results;
-    None when another worker is training it now."""
+             config: StudyConfig, out_dir: Path) -> tuple[str, dict | None]:
+    """Trains one cell unless it is finished or another worker is training it now. Returns the
+    outcome ("trained", "finished" or "busy") and the cell's per-scenario results (None when busy)."""
     path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return "finished", json.loads(path.read_text())
     with claim_cell(path) as claimed:
         if not claimed:
-            return None
+            return "busy", None
         if path.exists():       # finished by another worker between the check above and the lock
-            return json.loads(path.read_text())
-        return train_cell(data, options, model, variant, overrides, seed, config, path)
+            return "finished", json.loads(path.read_text())
+        return "trained", train_cell(data, options, model, variant, overrides, seed, config, path)
 
 
 def train_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
@@ -163,15 +163,18 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     data = prepare_dataset(options)
     references = reference_aucs(data)
     cells = planned_cells(config)
+    trained_here = 0
     for i, (model, variant, overrides, seed) in enumerate(cells if train else [], 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
-        if run_cell(data, options, model, variant, overrides, seed, config, out_dir) is None:
+        outcome, _ = run_cell(data, options, model, variant, overrides, seed, config, out_dir)
+        trained_here += outcome == "trained"
+        if outcome == "busy":
             log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
     # Workers that finish together take turns: each rebuilds the reports from all cells then on disk.
     with open(out_dir / "reports.lock", "a") as reports_lock:
         fcntl.flock(reports_lock, fcntl.LOCK_EX)
         return write_reports(out_dir, config, data.schema.scenarios, command, time.perf_counter() - started,
-                             options, references, planned=len(cells), trained=train)
+                             options, references, planned=len(cells), cells_trained=trained_here)
 
 
 def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
@@ -262,7 +265,7 @@ def ablation_tests(frame: pd.DataFrame, ablations: list[str], scenarios: list[st
 
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
                   options: DataOptions | None = None, references: dict | None = None,
-                  planned: int | None = None, trained: bool = True) -> dict:
+                  planned: int | None = None, cells_trained: int = 0) -> dict:
     frame = load_cells(out_dir)
     finished = int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0])
     frame.to_csv(out_dir / "results.csv", index=False)
@@ -324,9 +327,10 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
     meta["invocations"] = [*invocations, {"command": command, "commit": meta["commit"],
                                           "finished_at": meta["finished_at"], "wall_seconds": seconds,
-                                          "trained": trained}]
-    # Report-only rebuilds train nothing; an invocation stopped before its end is not listed (its
-    # finished cells' own times are in cell_seconds_total).
+                                          "cells_trained": cells_trained, "trained": cells_trained > 0}]
+    # Invocations that trained nothing (report-only rebuilds, reruns of a finished study) are left out
+    # of the sum; an invocation stopped before its end is not listed (its finished cells' own times are
+    # in cell_seconds_total).
     meta["wall_seconds_all_invocations"] = float(sum(i["wall_seconds"] for i in meta["invocations"]
                                                      if i.get("trained", True)))
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))

@@ -41,8 +41,10 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0                 # rerun: every cell is skipped, tables rebuilt
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
-    invocations = json.loads((out / "study.json").read_text())["invocations"]
-    assert len(invocations) == 2 and invocations[0]["wall_seconds"] > invocations[1]["wall_seconds"]
+    meta = json.loads((out / "study.json").read_text())
+    first, rerun = meta["invocations"]
+    assert (first["cells_trained"], rerun["cells_trained"]) == (15, 0) and rerun["trained"] is False
+    assert meta["wall_seconds_all_invocations"] == first["wall_seconds"]   # a rerun that trains nothing is left out
 
 
 def test_scenario_wise_rec_protocol_refuses_to_change_its_setting(tmp_path, capsys):
@@ -73,6 +75,7 @@ def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
         assert (out / "cells" / "dnn__main__seed1.json").exists()
         assert "being trained by another worker" in caplog.text
         assert "Partial: 1 of 2 cells finished" in (out / "results.md").read_text()
+        assert json.loads((out / "study.json").read_text())["invocations"][-1]["cells_trained"] == 1
     finally:
         holder.communicate(input="", timeout=30)    # the holder exits, and its lock goes with it
     assert main([*args, "--report-only"]) == 0      # rebuilds the tables, trains nothing
