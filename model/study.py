@@ -200,6 +200,15 @@ def load_cells(out_dir: Path) -> pd.DataFrame:
                                        "cpu_seconds"])
 
 
+def seed_aucs(frame: pd.DataFrame, model: str, scenario: str) -> np.ndarray:
+    """One model's test AUC in one scenario, one value per seed."""
+    return frame[(frame.model == model) & (frame.scenario == scenario)]["auc"].to_numpy()
+
+
+def format_stat(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
     from scipy.stats import ttest_ind
 
@@ -236,8 +245,7 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
         if not means:
             continue
         rival = max(means, key=means.get)
-        pick = lambda m: frame[(frame.model == m) & (frame.scenario == s)]["auc"].to_numpy()  # noqa: E731
-        outcome = welch(pick(MAIN_MODEL), pick(rival))
+        outcome = welch(seed_aucs(frame, MAIN_MODEL, s), seed_aucs(frame, rival, s))
         tests[s] = {"best_baseline": rival, "sainet_mean": float(stats.loc[(MAIN_MODEL, s)]["mean"]),
                     "baseline_mean": float(means[rival]),
                     "t": None if outcome is None else outcome[0], "p": None if outcome is None else outcome[1]}
@@ -251,15 +259,14 @@ def ablation_tests(frame: pd.DataFrame, ablations: list[str], scenarios: list[st
     tests: dict[str, dict] = {}
     for variant in ablations:
         for s in scenarios:
-            pick = lambda m: frame[(frame.model == m) & (frame.scenario == s)]["auc"].to_numpy()  # noqa: E731
-            ours, full = pick(variant), pick(MAIN_MODEL)
+            ours, full = seed_aucs(frame, variant, s), seed_aucs(frame, MAIN_MODEL, s)
             if not len(ours) or not len(full):
                 continue
             outcome = welch(ours, full)
             t, p = (None, None) if outcome is None else outcome
             tests.setdefault(variant, {})[s] = {"difference": float(ours.mean() - full.mean()), "t": t, "p": p}
-            fmt = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731
-            lines.append(f"| {variant} | {s} | {ours.mean() - full.mean():+.4f} | {fmt(t)} | {fmt(p)} |")
+            lines.append(f"| {variant} | {s} | {ours.mean() - full.mean():+.4f} | {format_stat(t, 3)} | "
+                         f"{format_stat(p, 3)} |")
     return "\n".join(lines) + "\n", tests
 
 
@@ -292,9 +299,8 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     for s, t in tests.items():
         significant = "n/a" if t["p"] is None else ("yes" if t["p"] < 0.05 and t["sainet_mean"] > t["baseline_mean"]
                                                     else "no")
-        fmt = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
         lines.append(f"| {s} | {t['best_baseline']} | {t['sainet_mean']:.4f} | {t['baseline_mean']:.4f} | "
-                     f"{fmt(t['t'])} | {fmt(t['p'])} | {significant} |")
+                     f"{format_stat(t['t'], 4)} | {format_stat(t['p'], 4)} | {significant} |")
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
 
     ablation_models = [m for m in ABLATIONS if m in set(main.model)]
@@ -312,7 +318,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
 
     meta = {"command": command, "commit": git_commit(), "machine": f"{platform.node()} {platform.machine()} "
             f"{platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
-            "python": platform.python_version(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "python": platform.python_version(), "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "wall_seconds_this_invocation": seconds, "cell_seconds_total": float(
                 frame.drop_duplicates(["model", "variant", "seed"])["seconds"].sum()) if len(frame) else 0.0,
             "cell_cpu_seconds_total": float(frame.drop_duplicates(["model", "variant", "seed"])["cpu_seconds"]
