@@ -64,8 +64,9 @@ def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
     lock_path.parent.mkdir(parents=True)
     # Another worker, as a separate process, holds seed 0's claim.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(lock_path)],
+        [sys.executable, "-c", ("import fcntl, sys; f = open(sys.argv[1], 'a'); "
+                                "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"),
+         str(lock_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -86,3 +87,22 @@ def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
     assert (out / "cells" / "dnn__main__seed0.json").exists()
     assert "Partial" not in (out / "results.md").read_text()
     assert not list((out / "cells").glob("*.lock"))
+
+
+def test_t_test_outcome_names_the_higher_model():
+    from model.study import auc_table
+
+    rows = [{"model": m, "seed": seed, "scenario": s, "auc": auc + 0.001 * seed}
+            for seed in range(5)
+            for m, aucs in {"sainet": {"s0": 0.60, "s1": 0.700, "s2": 0.80},
+                            "dnn": {"s0": 0.70, "s1": 0.7005, "s2": 0.70},
+                            "mmoe": {"s0": 0.65, "s1": 0.650, "s2": 0.65}}.items()
+            for s, auc in aucs.items()]
+    _, tests = auc_table(pd.DataFrame(rows), ["dnn", "mmoe", "sainet"], ["s0", "s1", "s2"])
+    assert tests["s0"]["best_baseline"] == "dnn" and tests["s0"]["t"] < 0 and tests["s0"]["p"] < 0.05
+    assert tests["s0"]["outcome"] == "SAINet lower"
+    assert tests["s1"]["outcome"] == "no significant difference"
+    assert tests["s2"]["outcome"] == "SAINet higher"
+    _, one_seed_tests = auc_table(pd.DataFrame([r for r in rows if r["seed"] == 0]), ["dnn", "sainet"],
+                                         ["s0"])
+    assert one_seed_tests["s0"]["outcome"] == "n/a (too few seeds)"
