@@ -103,6 +103,6 @@ def test_t_test_outcome_names_the_higher_model():
     assert tests["s0"]["outcome"] == "SAINet lower"
     assert tests["s1"]["outcome"] == "no significant difference"
     assert tests["s2"]["outcome"] == "SAINet higher"
-    _, one_seed_tests = auc_table(pd.DataFrame([r for r in rows if r["seed"] == 0]), ["dnn", "sainet"],
-                                         ["s0"])
+    first_seed = pd.DataFrame([r for r in rows if r["seed"] == 0])
+    _, one_seed_tests = auc_table(first_seed, ["dnn", "sainet"], ["s0"])
     assert one_seed_tests["s0"]["outcome"] == "n/a (too few seeds)"
