@@ -15,6 +15,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -105,18 +106,19 @@ def claim_cell(cell_path: Path):
 
 
 def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
-             config: StudyConfig, out_dir: Path) -> tuple[str, dict | None]:
-    """Trains one cell unless it is finished or another worker is training it now. Returns the
-    outcome ("trained", "finished" or "busy") and the cell's per-scenario results (None when busy)."""
+             config: StudyConfig, out_dir: Path) -> str:
+    """Trains one cell unless it is finished or another worker is training it now; returns which:
+    "trained", "finished" or "busy". The reports read the finished cells from disk."""
     path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
     if path.exists():
-        return "finished", json.loads(path.read_text())
+        return "finished"
     with claim_cell(path) as claimed:
         if not claimed:
-            return "busy", None
+            return "busy"
         if path.exists():       # finished by another worker between the check above and the lock
-            return "finished", json.loads(path.read_text())
-        return "trained", train_cell(data, options, model, variant, overrides, seed, config, path)
+            return "finished"
+        train_cell(data, options, model, variant, overrides, seed, config, path)
+        return "trained"
 
 
 def train_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
@@ -166,7 +168,7 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     trained_here = 0
     for i, (model, variant, overrides, seed) in enumerate(cells if train else [], 1):
         log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
-        outcome, _ = run_cell(data, options, model, variant, overrides, seed, config, out_dir)
+        outcome = run_cell(data, options, model, variant, overrides, seed, config, out_dir)
         trained_here += outcome == "trained"
         if outcome == "busy":
             log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
@@ -218,11 +220,12 @@ def t_test_outcome(t: float | None, p: float | None, alpha: float = 0.05) -> str
     return "SAINet higher" if t > 0 else "SAINet lower"
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """Welch's t statistic and p-value of a against b; (None, None) with fewer than two seeds a side."""
     from scipy.stats import ttest_ind
 
     if len(a) < 2 or len(b) < 2:
-        return None
+        return None, None
     result = ttest_ind(a, b, equal_var=False)
     return float(result.statistic), float(result.pvalue)
 
@@ -254,8 +257,7 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
         if not means:
             continue
         rival = max(means, key=means.get)
-        outcome = welch(seed_aucs(frame, MAIN_MODEL, s), seed_aucs(frame, rival, s))
-        t, p = (None, None) if outcome is None else outcome
+        t, p = welch(seed_aucs(frame, MAIN_MODEL, s), seed_aucs(frame, rival, s))
         tests[s] = {"best_baseline": rival, "sainet_mean": float(stats.loc[(MAIN_MODEL, s)]["mean"]),
                     "baseline_mean": float(means[rival]), "t": t, "p": p, "outcome": t_test_outcome(t, p)}
     return header + "\n".join(lines) + "\n", tests
@@ -271,11 +273,10 @@ def ablation_tests(frame: pd.DataFrame, ablations: list[str], scenarios: list[st
             ours, full = seed_aucs(frame, variant, s), seed_aucs(frame, MAIN_MODEL, s)
             if not len(ours) or not len(full):
                 continue
-            outcome = welch(ours, full)
-            t, p = (None, None) if outcome is None else outcome
-            tests.setdefault(variant, {})[s] = {"difference": float(ours.mean() - full.mean()), "t": t, "p": p}
-            lines.append(f"| {variant} | {s} | {ours.mean() - full.mean():+.4f} | {format_stat(t, 3)} | "
-                         f"{format_stat(p, 3)} |")
+            t, p = welch(ours, full)
+            difference = float(ours.mean() - full.mean())
+            tests.setdefault(variant, {})[s] = {"difference": difference, "t": t, "p": p}
+            lines.append(f"| {variant} | {s} | {difference:+.4f} | {format_stat(t, 3)} | {format_stat(p, 3)} |")
     return "\n".join(lines) + "\n", tests
 
 
@@ -283,7 +284,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                   options: DataOptions | None = None, references: dict | None = None,
                   planned: int | None = None, cells_trained: int = 0) -> dict:
     frame = load_cells(out_dir)
-    finished = int(frame.drop_duplicates(["model", "variant", "seed"]).shape[0])
+    finished_cells = frame.drop_duplicates(["model", "variant", "seed"])   # one row per cell
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
     main = frame[frame.variant == "main"]
@@ -294,8 +295,8 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
         reference_lines = ["References (not models): " + "; ".join(
             f"{name}: " + ", ".join(f"{s} {aucs[s]:.4f}" for s in scenario_columns if aucs.get(s) is not None)
             for name, aucs in references.items()), ""]
-    progress = [] if planned is None or finished >= planned else [
-        f"**Partial: {finished} of {planned} cells finished.**", ""]
+    progress = [] if planned is None or len(finished_cells) >= planned else [
+        f"**Partial: {len(finished_cells)} of {planned} cells finished.**", ""]
     lines = ["# Per-scenario test AUC (mean ± std over seeds, mean alone for one seed; best in bold)", "",
              *progress, table,
              "", *reference_lines,
@@ -324,13 +325,12 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     curves = plot_curves(frame, out_dir)
 
     meta = {"command": command, "commit": git_commit(), "machine": f"{platform.node()} {platform.machine()} "
-            f"{platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
+            f"{platform.processor() or ''} cpus={os.cpu_count()}".strip(),
             "python": platform.python_version(), "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-            "wall_seconds_this_invocation": seconds, "cell_seconds_total": float(
-                frame.drop_duplicates(["model", "variant", "seed"])["seconds"].sum()) if len(frame) else 0.0,
-            "cell_cpu_seconds_total": float(frame.drop_duplicates(["model", "variant", "seed"])["cpu_seconds"]
-                                            .fillna(0).sum()) if len(frame) else 0.0,
-            "cells": finished, "cells_planned": planned,
+            "wall_seconds_this_invocation": seconds,
+            "cell_seconds_total": float(finished_cells["seconds"].sum()),
+            "cell_cpu_seconds_total": float(finished_cells["cpu_seconds"].fillna(0).sum()),
+            "cells": len(finished_cells), "cells_planned": planned,
             "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
             "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves,
