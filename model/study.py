@@ -1,10 +1,17 @@
 """The reproduction study: every model x seed on the same splits, per-scenario AUC tables with
 Welch's t-test, the ablation table and hyper-parameter curves.
 
-Resumable: each finished (model, variant, seed) cell is written to `cells/` as soon as it
-completes and skipped when the command is rerun; the tables are rebuilt from all finished cells.
-Several workers may run the same command on one REPORT_DIR at once (one per core): each cell is
-claimed with an advisory file lock, which the operating system releases if a worker dies.
+Resumable: each finished (model, variant, seed) cell is written to the cells folder (`<out>/cells/`
+unless `cells_dir` says where) as soon as it completes and skipped when the command is rerun; the
+tables are rebuilt from all finished cells. Several workers may run the same command on one
+REPORT_DIR at once (one per core): each cell is claimed with an advisory file lock, which the
+operating system releases if a worker dies.
+
+Learning rate: with a grid (`StudyConfig.lr_grid`), each model first trains one cell per grid
+point on seed `tune_seed` (variant `lr=<value>`); the point with the best VALIDATION AUC is the
+model's learning rate for every other cell of that model (test AUC is never used for a choice).
+The main table's `tune_seed` cell is the chosen grid cell itself. The grid, every point's
+validation AUC and the choice are written to `tuning.json` and the report.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from scipy import stats as scipy_stats
 
 import numpy as np
 import pandas as pd
@@ -50,7 +59,7 @@ CURVES: dict[str, tuple] = {
 # what it runs unless told otherwise: its baselines, once.
 PROTOCOL_SETTINGS: dict[str, dict] = {
     "scenario-wise-rec": {"dataset": "movielens-1m", "split": "random", "no_curves": True, "epochs": 1,
-                          "patience": 1, "batch_size": 4096, "lr": 1e-3, "weight_decay": 1e-5, "embed_dim": 16},
+                          "patience": 1, "eval_every_steps": 0, "lr_grid": (), "batch_size": 4096, "lr": 1e-3, "weight_decay": 1e-5, "embed_dim": 16},
 }
 PROTOCOL_DEFAULTS: dict[str, dict] = {"scenario-wise-rec": {"models": "baselines", "seeds": 1}}
 
@@ -63,6 +72,50 @@ class StudyConfig:
     curves: bool = True
     train: TrainConfig = TrainConfig()
     model_overrides: tuple[tuple[str, object], ...] = ()   # applied to every model (e.g. embed_dim)
+    lr_grid: tuple[float, ...] = ()     # per-model learning-rate grid chosen on validation; () = train.learning_rate
+    tune_seed: int = 0                  # the seed the grid is trained on
+    cells_dir: str | None = None        # where the cells live; None: <out>/cells
+
+
+TUNE_PREFIX = "lr="
+
+
+def lr_variant(lr: float) -> str:
+    return f"{TUNE_PREFIX}{lr:g}"
+
+
+def cells_folder(config: StudyConfig, out_dir: Path) -> Path:
+    return Path(config.cells_dir) if config.cells_dir else Path(out_dir) / "cells"
+
+
+def read_cell(cells: Path, model: str, variant: str, seed: int) -> dict | None:
+    path = cells / f"{cell_name(model, variant, seed)}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def tuning_points(config: StudyConfig, cells: Path, model: str) -> list[dict]:
+    """The model's grid points on disk: lr, validation AUC (overall) and how each run ended."""
+    points = []
+    for lr in config.lr_grid:
+        cell = read_cell(cells, model, lr_variant(lr), config.tune_seed)
+        points.append({"lr": lr, "finished": cell is not None,
+                       **({} if cell is None else {k: cell.get(k) for k in (
+                           "valid_auc", "best_step", "steps", "stop_reason", "stopped_at_cap_improving")})})
+    return points
+
+
+def chosen_lr(config: StudyConfig, cells: Path, model: str) -> float | None:
+    """The model's learning rate: the grid point with the best validation AUC (the smaller lr on a
+    tie), None while a grid point is unfinished; train.learning_rate without a grid."""
+    if not config.lr_grid:
+        return config.train.learning_rate
+    points = tuning_points(config, cells, model)
+    if not all(p["finished"] for p in points):
+        return None
+    scored = [p for p in points if p.get("valid_auc") is not None]
+    if not scored:
+        return config.train.learning_rate
+    return max(scored, key=lambda p: (p["valid_auc"], -p["lr"]))["lr"]
 
 
 def resolve_models(spec: str) -> tuple[str, ...]:
@@ -108,23 +161,45 @@ def claim_cell(cell_path: Path):
 def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
              config: StudyConfig, out_dir: Path) -> str:
     """Trains one cell unless it is finished or another worker is training it now; returns which:
-    "trained", "finished" or "busy". The reports read the finished cells from disk."""
-    path = out_dir / "cells" / f"{cell_name(model, variant, seed)}.json"
+    "trained", "finished", "busy" or "waiting" (its model's learning-rate grid is not finished yet).
+    The reports read the finished cells from disk."""
+    cells = cells_folder(config, out_dir)
+    path = cells / f"{cell_name(model, variant, seed)}.json"
     if path.exists():
         return "finished"
+    if variant.startswith(TUNE_PREFIX):
+        lr = float(variant[len(TUNE_PREFIX):])
+    else:
+        lr = chosen_lr(config, cells, model)
+        if lr is None:
+            return "waiting"
+        if config.lr_grid and variant == "main" and seed == config.tune_seed:
+            # the chosen grid point is this cell: the same model, seed and learning rate
+            write_cell(path, {**read_cell(cells, model, lr_variant(lr), seed), "variant": "main",
+                              "copied_from": cell_name(model, lr_variant(lr), seed), "seconds": 0.0,
+                              "cpu_seconds": 0.0})
+            return "finished"
     with claim_cell(path) as claimed:
         if not claimed:
             return "busy"
         if path.exists():       # finished by another worker between the check above and the lock
             return "finished"
-        train_cell(data, options, model, variant, overrides, seed, config, path)
+        train_cell(data, options, model, variant, overrides, seed, config, path, lr)
         return "trained"
 
 
+def write_cell(path: Path, cell: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cell, indent=2))
+    tmp.replace(path)       # a cell appears whole or not at all
+
+
 def train_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
-               config: StudyConfig, path: Path) -> dict:
+               config: StudyConfig, path: Path, lr: float | None = None) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
-    train_config = dataclasses.replace(config.train, seed=seed)
+    train_config = dataclasses.replace(config.train, seed=seed,
+                                       learning_rate=config.train.learning_rate if lr is None else lr)
     # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
     with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
         metrics = train_model(data, model, {**dict(config.model_overrides), **overrides}, train_config,
@@ -133,18 +208,22 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
     rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
              for scenario, auc in metrics["auc"]["per_scenario"].items()]
     cell = {"model": model, "variant": variant, "seed": seed, "overrides": overrides, "rows": rows,
-            "best_epoch": metrics["best_epoch"], "seconds": time.perf_counter() - started,
+            "learning_rate": train_config.learning_rate, "batch_size": train_config.batch_size,
+            "valid_auc": metrics["valid_auc"], "best_epoch": metrics["best_epoch"],
+            "best_step": metrics["best_step"], "steps": metrics["steps"], "stop_reason": metrics["stop_reason"],
+            "stopped_at_cap_improving": metrics["stopped_at_cap_improving"],
+            "seconds": time.perf_counter() - started,
             # CPU seconds of this process: unlike wall time, not inflated by other work on the machine
             "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, indent=2))
-    tmp.replace(path)       # a cell appears whole or not at all
+    write_cell(path, cell)
     return cell
 
 
 def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
-    cells = [(m, "main", {}, s) for m in config.models for s in range(config.seeds)]
+    """In the order a worker trains them: every model's learning-rate grid, then the main cells seed by
+    seed (so that every model has a few seeds early), then the curves."""
+    cells = [(m, lr_variant(lr), {}, config.tune_seed) for m in config.models for lr in config.lr_grid]
+    cells += [(m, "main", {}, s) for s in range(config.seeds) for m in config.models]
     if config.curves and MAIN_MODEL in MODEL_REGISTRY:
         defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
         for name, values in CURVES.items():
@@ -166,12 +245,21 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     references = reference_aucs(data)
     cells = planned_cells(config)
     trained_here = 0
-    for i, (model, variant, overrides, seed) in enumerate(cells if train else [], 1):
-        log.info("cell %d/%d: %s %s seed %d", i, len(cells), model, variant, seed)
-        outcome = run_cell(data, options, model, variant, overrides, seed, config, out_dir)
-        trained_here += outcome == "trained"
-        if outcome == "busy":
-            log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
+    # Passes over the plan until one trains nothing: a pass can finish a grid that later cells wait for.
+    while train:
+        trained_this_pass = 0
+        for i, (model, variant, overrides, seed) in enumerate(cells, 1):
+            outcome = run_cell(data, options, model, variant, overrides, seed, config, out_dir)
+            if outcome == "trained":
+                log.info("cell %d/%d: %s %s seed %d trained", i, len(cells), model, variant, seed)
+            trained_this_pass += outcome == "trained"
+            if outcome == "busy":
+                log.info("cell %d/%d is being trained by another worker; skipped", i, len(cells))
+            elif outcome == "waiting":
+                log.info("cell %d/%d waits for %s's learning-rate grid", i, len(cells), model)
+        trained_here += trained_this_pass
+        if not trained_this_pass:
+            break
     # Workers that finish together take turns: each rebuilds the reports from all cells then on disk.
     with open(out_dir / "reports.lock", "a") as reports_lock:
         fcntl.flock(reports_lock, fcntl.LOCK_EX)
@@ -191,15 +279,21 @@ def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
             for name, score in scores.items()}
 
 
-def load_cells(out_dir: Path) -> pd.DataFrame:
+CELL_COLUMNS = ["model", "variant", "seed", "scenario", "auc", "logloss", "seconds", "cpu_seconds",
+                "learning_rate", "valid_auc", "best_step", "steps", "stop_reason", "stopped_at_cap_improving"]
+
+
+def load_cells(cells: Path) -> pd.DataFrame:
+    """One row per cell x scenario; `valid_auc` is the cell's overall validation AUC (at its best
+    evaluation), the same on each of its rows. Cells from before the converging regime lack it."""
     rows = []
-    for path in sorted((Path(out_dir) / "cells").glob("*.json")):
+    for path in sorted(Path(cells).glob("*.json")):
         cell = json.loads(path.read_text())
         for row in cell["rows"]:
             rows.append({"model": cell["model"], "variant": cell["variant"], "seed": cell["seed"], **row,
-                         "seconds": cell["seconds"], "cpu_seconds": cell.get("cpu_seconds")})
-    return pd.DataFrame(rows, columns=["model", "variant", "seed", "scenario", "auc", "logloss", "seconds",
-                                       "cpu_seconds"])
+                         "seconds": cell["seconds"], "cpu_seconds": cell.get("cpu_seconds"),
+                         **{k: cell.get(k) for k in CELL_COLUMNS[8:]}})
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
 def seed_aucs(frame: pd.DataFrame, model: str, scenario: str) -> np.ndarray:
@@ -220,6 +314,42 @@ def t_test_outcome(t: float | None, p: float | None, alpha: float = 0.05) -> str
     return "SAINet higher" if t > 0 else "SAINet lower"
 
 
+def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean over seeds; None with fewer than two."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return None
+    half = scipy_stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def difference_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Welch's interval of mean(a) - mean(b) (Welch-Satterthwaite degrees of freedom); None with
+    fewer than two seeds a side."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    difference = a.mean() - b.mean()
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return float(difference), float(difference)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = scipy_stats.t.ppf(0.5 + level / 2, dof) * se
+    return float(difference - half), float(difference + half)
+
+
+def interval_outcome(interval: tuple[float, float] | None) -> str:
+    """SAINet against its rival in words, from the 95% interval of SAINet - rival: where it
+    straddles 0 there is no ranking."""
+    if interval is None:
+        return "n/a (too few seeds)"
+    low, high = interval
+    if low <= 0 <= high:
+        return "no significant difference"
+    return "SAINet higher" if low > 0 else "SAINet lower"
+
+
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
     """Welch's t statistic and p-value of a against b; (None, None) with fewer than two seeds a side."""
     from scipy.stats import ttest_ind
@@ -234,7 +364,7 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
     """Markdown table of AUC mean +- std (best per scenario in bold) and the t-test of SAINet against
     the best baseline in each scenario."""
     stats = frame.groupby(["model", "scenario"])["auc"].agg(["mean", "std", "count"])
-    header = "| model | " + " | ".join(scenarios) + " |\n|---|" + "---|" * len(scenarios) + "\n"
+    header = "| model | seeds | " + " | ".join(scenarios) + " |\n|---|---|" + "---|" * len(scenarios) + "\n"
     best = {s: stats.xs(s, level="scenario")["mean"].idxmax() for s in scenarios
             if s in stats.index.get_level_values("scenario")}
     lines = []
@@ -246,8 +376,11 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
                 continue
             mean, std, n = stats.loc[(model, s)]
             text = f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {std:.4f}"    # one seed has no spread
-            cells.append(f"**{text}**" if best.get(s) == model else text)
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            text = f"**{text}**" if best.get(s) == model else text
+            interval = confidence_interval(seed_aucs(frame, model, s))
+            cells.append(text if interval is None else f"{text} [{interval[0]:.4f}, {interval[1]:.4f}]")
+        seeds = frame[frame.model == model]["seed"].nunique()
+        lines.append(f"| {model} | {seeds} | " + " | ".join(cells) + " |")
     tests = {}
     baselines = [m for m in models if not m.startswith("sainet")]
     for s in scenarios:
@@ -257,9 +390,13 @@ def auc_table(frame: pd.DataFrame, models: list[str], scenarios: list[str]) -> t
         if not means:
             continue
         rival = max(means, key=means.get)
-        t, p = welch(seed_aucs(frame, MAIN_MODEL, s), seed_aucs(frame, rival, s))
+        ours, theirs = seed_aucs(frame, MAIN_MODEL, s), seed_aucs(frame, rival, s)
+        t, p = welch(ours, theirs)
+        interval = difference_interval(ours, theirs)
         tests[s] = {"best_baseline": rival, "sainet_mean": float(stats.loc[(MAIN_MODEL, s)]["mean"]),
-                    "baseline_mean": float(means[rival]), "t": t, "p": p, "outcome": t_test_outcome(t, p)}
+                    "baseline_mean": float(means[rival]), "difference": float(ours.mean() - theirs.mean()),
+                    "difference_ci95": interval, "seeds": [len(ours), len(theirs)], "t": t, "p": p,
+                    "outcome": interval_outcome(interval)}
     return header + "\n".join(lines) + "\n", tests
 
 
@@ -283,7 +420,8 @@ def ablation_tests(frame: pd.DataFrame, ablations: list[str], scenarios: list[st
 def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], command: str, seconds: float,
                   options: DataOptions | None = None, references: dict | None = None,
                   planned: int | None = None, cells_trained: int = 0) -> dict:
-    frame = load_cells(out_dir)
+    cells = cells_folder(config, out_dir)
+    frame = load_cells(cells)
     finished_cells = frame.drop_duplicates(["model", "variant", "seed"])   # one row per cell
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
@@ -297,18 +435,36 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             for name, aucs in references.items()), ""]
     progress = [] if planned is None or len(finished_cells) >= planned else [
         f"**Partial: {len(finished_cells)} of {planned} cells finished.**", ""]
-    lines = ["# Per-scenario test AUC (mean ± std over seeds, mean alone for one seed; best in bold)", "",
+    tuning = tuning_report(config, cells)
+    (out_dir / "tuning.json").write_text(json.dumps(tuning, indent=2))
+    setting = config.train
+    lines = ["# Per-scenario test AUC", "",
+             f"Mean ± std over seeds [95% confidence interval of the mean] (mean alone for one seed; best in bold). "
+             f"Each cell trained at batch {setting.batch_size}, validation AUC every "
+             f"{setting.eval_every_steps or 'epoch'} steps and at each epoch's end, early stop after "
+             f"{setting.patience} evaluations without a better one, budget {setting.epochs} epochs"
+             + (f" or {setting.max_steps} steps" if setting.max_steps else "")
+             + ", best-validation weights restored; "
+             + ("each model at its learning rate chosen on validation (below)." if config.lr_grid
+                else f"lr {setting.learning_rate:g} for every model."), "",
              *progress, table,
              "", *reference_lines,
              "## SAINet against the best baseline (Welch's t-test)", "",
-             "| scenario | best baseline | SAINet | baseline | t | p | at p < 0.05 |",
-             "|---|---|---|---|---|---|---|"]
+             "Where the 95% interval of SAINet - baseline straddles 0 the outcome is \"no significant difference\", "
+             "not a ranking.", "",
+             "| scenario | best baseline | SAINet | baseline | SAINet - baseline [95% CI] | t | p | outcome |",
+             "|---|---|---|---|---|---|---|---|"]
     if not tests:
         missing = "SAINet" if MAIN_MODEL not in models else "baseline"
-        lines.append(f"| (no {missing} in this study) | | | | | | |")
+        lines.append(f"| (no {missing} in this study) | | | | | | | |")
     for s, t in tests.items():
+        interval = t["difference_ci95"]
+        difference = f"{t['difference']:+.4f}" + ("" if interval is None else
+                                                  f" [{interval[0]:+.4f}, {interval[1]:+.4f}]")
         lines.append(f"| {s} | {t['best_baseline']} | {t['sainet_mean']:.4f} | {t['baseline_mean']:.4f} | "
-                     f"{format_stat(t['t'], 4)} | {format_stat(t['p'], 4)} | {t['outcome']} |")
+                     f"{difference} | {format_stat(t['t'], 4)} | {format_stat(t['p'], 4)} | {t['outcome']} |")
+    lines += tuning_lines(tuning, config)
+    lines += convergence_lines(finished_cells)
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
 
     ablation_models = [m for m in ABLATIONS if m in set(main.model)]
@@ -333,6 +489,11 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "cells": len(finished_cells), "cells_planned": planned,
             "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
+            "cells_dir": str(cells), "lr_grid": list(config.lr_grid), "tune_seed": config.tune_seed,
+            "learning_rates": {m: v["chosen_lr"] for m, v in tuning.items()},
+            "stopped_at_cap_improving": sorted(
+                cell_name(r.model, r.variant, r.seed) for r in finished_cells.itertuples()
+                if r.stopped_at_cap_improving is True),
             "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves,
             "references": references}
     # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
@@ -348,6 +509,60 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                                                      if i.get("trained", True)))
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def tuning_report(config: StudyConfig, cells: Path) -> dict:
+    """Per model: the grid, each point's validation AUC (seed `tune_seed`) and the chosen lr."""
+    if not config.lr_grid:
+        return {}
+    return {model: {"seed": config.tune_seed, "grid": tuning_points(config, cells, model),
+                    "chosen_lr": chosen_lr(config, cells, model)} for model in config.models}
+
+
+def tuning_lines(tuning: dict, config: StudyConfig) -> list[str]:
+    if not tuning:
+        return []
+    lines = ["", f"## Learning rate, chosen on validation (seed {config.tune_seed}; test AUC is never used)", "",
+             "Overall validation AUC at each grid point's best evaluation (the step it was reached); the chosen "
+             "point in bold.", "",
+             "| model | " + " | ".join(f"lr {lr:g}" for lr in config.lr_grid) + " | chosen |",
+             "|---|" + "---|" * (len(config.lr_grid) + 1)]
+    for model, entry in tuning.items():
+        texts = []
+        for point in entry["grid"]:
+            if not point["finished"]:
+                texts.append("…")
+                continue
+            text = "n/a" if point.get("valid_auc") is None else f"{point['valid_auc']:.4f} (step {point['best_step']})"
+            if point.get("stopped_at_cap_improving"):
+                text += " cap!"
+            texts.append(f"**{text}**" if point["lr"] == entry["chosen_lr"] else text)
+        chosen = "pending" if entry["chosen_lr"] is None else f"{entry['chosen_lr']:g}"
+        lines.append(f"| {model} | " + " | ".join(texts) + f" | {chosen} |")
+    return lines
+
+
+def convergence_lines(finished_cells: pd.DataFrame) -> list[str]:
+    """Which cells reached their step budget while their last evaluation was still their best."""
+    known = finished_cells[finished_cells.stop_reason.notna()]
+    if not len(known):
+        return []
+    capped = known[known.stopped_at_cap_improving == True]   # noqa: E712 (a column of objects)
+    lines = ["", "## Convergence", "",
+             f"Of {len(known)} cells, {int((known.stop_reason == 'early_stop').sum())} stopped early on validation "
+             f"AUC; {len(capped)} reached the step budget while still improving"
+             + (":" if len(capped) else ".")]
+    for row in capped.itertuples():
+        lines.append(f"- `{cell_name(row.model, row.variant, row.seed)}` (best step {row.best_step} of {row.steps})")
+    main = known[known.variant == "main"]
+    if len(main):
+        lines += ["", "| model | mean best step | mean steps trained | mean CPU s per cell |", "|---|---|---|---|"]
+        trained = main[main.cpu_seconds > 0]
+        for model, group in main.groupby("model", sort=False):
+            cpu = trained[trained.model == model]["cpu_seconds"]
+            lines.append(f"| {model} | {group.best_step.mean():.0f} | {group.steps.mean():.0f} | "
+                         + (f"{cpu.mean():.0f}" if len(cpu) else "n/a") + " |")
+    return lines
 
 
 def plot_ablation(frame: pd.DataFrame, models: list[str], scenarios: list[str], path: Path) -> None:

@@ -99,7 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = prepare_dataset(options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                         threads=args.threads, max_train_examples=args.max_train_examples)
+                         threads=args.threads, max_train_examples=args.max_train_examples,
+                         eval_every_steps=args.eval_every_steps, max_steps=args.max_steps)
     metrics = train_model(data, args.model, overrides, config, Path(args.out), options)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -158,8 +159,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         curves=not args.no_curves,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           weight_decay=args.weight_decay, patience=args.patience, threads=args.threads,
-                          max_train_examples=args.max_train_examples, progress=False),
-        model_overrides=tuple(overrides.items()),
+                          max_train_examples=args.max_train_examples, progress=False,
+                          eval_every_steps=args.eval_every_steps, max_steps=args.max_steps),
+        model_overrides=tuple(overrides.items()), lr_grid=args.lr_grid, cells_dir=args.cells_dir,
     )
     options = dataclasses.replace(_data_options(args), protocol=args.protocol)
     summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv),
@@ -169,8 +171,19 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 # `sainet study` defaults for options a protocol may fix (argparse defaults are None to tell them apart).
-STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 1, "patience": 1, "batch_size": 4096, "lr": 1e-3,
-                  "weight_decay": 0.0, "no_curves": False, "split": None, "embed_dim": None}
+# The converging regime, as `sainet train`'s: batch 512, validation every 200 steps, patience 3
+# evaluations, a budget of 20 epochs, each model's lr chosen on validation from LR_GRID.
+LR_GRID = (3e-4, 1e-3, 3e-3)
+STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 20, "patience": 3, "batch_size": 512, "lr": 1e-3,
+                  "weight_decay": 0.0, "no_curves": False, "split": None, "embed_dim": None,
+                  "eval_every_steps": 200, "lr_grid": LR_GRID}
+
+
+def _lr_grid(text: str) -> tuple[float, ...]:
+    """`3e-4,1e-3,3e-3`, or `none` for no grid (every model at --lr)."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    return tuple(float(v) for v in text.split(","))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -219,11 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     # Checked against the model registry when the command runs (importing it here would pull torch
     # into every subcommand, `serve` included).
     train.add_argument("--model", default="sainet", help="a registered model name, e.g. sainet, sainet-no-sie")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=4096)
+    train.add_argument("--epochs", type=int, default=20, help="step budget in epochs (default 20)")
+    train.add_argument("--max-steps", type=int, help="step budget in optimizer steps (default: none)")
+    train.add_argument("--batch-size", type=int, default=512)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
+    train.add_argument("--eval-every-steps", type=int, default=200,
+                       help="validation AUC every this many steps and at each epoch's end (0: epoch ends only)")
+    train.add_argument("--patience", type=int, default=3,
+                       help="early stop after this many evaluations without a better validation AUC")
     train.add_argument("--seed", type=int, default=42, help="model seed (init and shuffling)")
     train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     train.add_argument("--max-train-examples", type=int, help="train on a seeded subsample")
@@ -266,10 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", type=int, help="seeds per model for the main and ablation tables (default 5)")
     study.add_argument("--curve-seeds", type=int, default=3, help="seeds per hyper-parameter point")
     study.add_argument("--no-curves", action="store_const", const=True, help="skip the hyper-parameter curves")
-    study.add_argument("--epochs", type=int, help="default 1")
-    study.add_argument("--patience", type=int, help="default 1")
-    study.add_argument("--batch-size", type=int, help="default 4096")
-    study.add_argument("--lr", type=float, help="default 1e-3")
+    study.add_argument("--epochs", type=int, help="step budget in epochs (default 20)")
+    study.add_argument("--max-steps", type=int, help="step budget in optimizer steps (default: none)")
+    study.add_argument("--patience", type=int, help="evaluations without a better validation AUC (default 3)")
+    study.add_argument("--eval-every-steps", type=int, help="validation every this many steps (default 200; "
+                                                            "0: epoch ends only)")
+    study.add_argument("--batch-size", type=int, help="default 512")
+    study.add_argument("--lr", type=float, help="the lr without a grid (default 1e-3)")
+    study.add_argument("--lr-grid", type=_lr_grid, help="per-model learning rates tried on seed 0, chosen on "
+                                                        "validation AUC (default 3e-4,1e-3,3e-3; none: --lr)")
+    study.add_argument("--cells-dir", help="folder of the per-cell JSON files (default: <out>/cells)")
     study.add_argument("--weight-decay", type=float, help="default 0")
     study.add_argument("--embed-dim", type=int, help="embedding size of every model (default: each model's)")
     study.add_argument("--threads", type=int)

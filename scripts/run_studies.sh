@@ -1,35 +1,33 @@
 #!/usr/bin/env bash
-# Starts (or resumes) the four reproduction studies of docs/results/ in the background, niced, in
-# two lanes of one torch thread each (a 2-core machine). Finished cells are skipped, so rerunning
-# this after an interruption picks up where the studies stopped. Lane A, once its three studies are
-# done, joins lane B as a second worker on the long MovieLens study (cells are claimed with locks,
-# so the two never train the same cell). Logs: runs/study-logs/.
+# Starts (or resumes) the converged reproduction studies of docs/results/ in the background, niced,
+# one torch thread per worker. Finished cells are skipped, so rerunning this after an interruption
+# picks up where a study stopped; cells are claimed with file locks, so several workers (one per
+# free core) may run the same study at once: `WORKERS=2 scripts/run_studies.sh`.
+# Cells: results-data/<study>/cells/ (committed); reports: docs/results/<study>/; logs: runs/study-logs/.
 #
 #   scripts/run_studies.sh [DATA_ROOT]      default DATA_ROOT: ../shared/data
+#
+# Rebuild a report from the cells finished so far (trains nothing): the same command plus --report-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
 SAINET=${SAINET:-.venv/bin/sainet}
+WORKERS=${WORKERS:-1}
 LOGS=runs/study-logs
 mkdir -p "$LOGS"
-study() { nice -n 19 "$SAINET" study --threads 1 --seeds 5 --models all "$@"; }
 
-lane_a() {
-  study --dataset synthetic --out docs/results/synthetic > "$LOGS/synthetic.log" 2>&1
-  nice -n 19 "$SAINET" study --protocol scenario-wise-rec --dataset movielens-1m --data-dir "$DATA/movielens-1m" \
-    --threads 1 --out docs/results/movielens-1m-scenario-wise-rec > "$LOGS/movielens-1m-scenario-wise-rec.log" 2>&1
-  study --dataset amazon-cdsr --data-dir "$DATA/amazon-food-kitchen" --out docs/results/amazon-cdsr \
-    > "$LOGS/amazon-cdsr.log" 2>&1
-  movielens_random worker-2
-}
-lane_b() {
-  movielens_random worker-1
-}
-movielens_random() {
-  study --dataset movielens-1m --data-dir "$DATA/movielens-1m" --split random --out docs/results/movielens-1m \
-    > "$LOGS/movielens-1m.$1.log" 2>&1
+# Amazon Food-Kitchen at convergence (issue 14): batch 512, validation every 200 steps, patience 3
+# evaluations, budget 20 epochs, each model's lr chosen on validation from 3e-4,1e-3,3e-3 on seed 0
+# (the `sainet study` defaults), then 10 seeds. Plan order: every model's lr grid, then seed by seed.
+amazon_converged() {
+  nice -n 19 "$SAINET" study --dataset amazon-cdsr --data-dir "$DATA/amazon-food-kitchen" \
+    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 10 --no-curves --threads 1 \
+    --cells-dir results-data/amazon-cdsr-converged/cells --out docs/results/amazon-cdsr-converged
 }
 
-nohup bash -c "$(declare -f study movielens_random lane_a); SAINET=$SAINET DATA=$DATA LOGS=$LOGS; lane_a" > /dev/null 2>&1 &
-nohup bash -c "$(declare -f study movielens_random lane_b); SAINET=$SAINET DATA=$DATA LOGS=$LOGS; lane_b" > /dev/null 2>&1 &
-echo "studies running in the background; logs in $LOGS/, cells in docs/results/*/cells/"
+for i in $(seq 1 "$WORKERS"); do
+  setsid nohup bash -c "$(declare -f amazon_converged); SAINET=$SAINET DATA=$DATA; amazon_converged" \
+    > "$LOGS/amazon-cdsr-converged.worker-$i.log" 2>&1 < /dev/null &
+  echo "worker $i: pid $! log $LOGS/amazon-cdsr-converged.worker-$i.log"
+done
+echo "cells in results-data/amazon-cdsr-converged/cells/, report in docs/results/amazon-cdsr-converged/"

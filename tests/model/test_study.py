@@ -13,7 +13,7 @@ TINY = ["--synthetic-users", "120", "--synthetic-items", "40", "--synthetic-even
 def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     out = tmp_path / "report"
     args = ["study", *TINY, "--models", "sainet,sainet-no-tif", "--seeds", "2", "--curve-seeds", "1",
-            "--epochs", "1", "--batch-size", "512", "--threads", "1", "--model-opt", "embed_dim=8",
+            "--epochs", "1", "--batch-size", "512", "--lr-grid", "none", "--threads", "1", "--model-opt", "embed_dim=8",
             "--model-opt", "tower=16,8", "--out", str(out)]
     assert main(args) == 0
     for name in ("results.csv", "results.md", "ablation.md", "ablation.png", "curve_blocks.png", "curve_gamma.png",
@@ -59,7 +59,7 @@ def test_scenario_wise_rec_protocol_refuses_to_change_its_setting(tmp_path, caps
 def test_parallel_workers_skip_a_cell_another_worker_holds(tmp_path, caplog):
     out = tmp_path / "report"
     args = ["study", *TINY, "--models", "dnn", "--seeds", "2", "--no-curves", "--epochs", "1",
-            "--batch-size", "512", "--threads", "1", "--model-opt", "tower=16,8", "--out", str(out)]
+            "--batch-size", "512", "--lr-grid", "none", "--threads", "1", "--model-opt", "tower=16,8", "--out", str(out)]
     lock_path = out / "cells" / "dnn__main__seed0.lock"
     lock_path.parent.mkdir(parents=True)
     # Another worker, as a separate process, holds seed 0's claim.
@@ -106,3 +106,52 @@ def test_t_test_outcome_names_the_higher_model():
     first_seed = pd.DataFrame([r for r in rows if r["seed"] == 0])
     _, one_seed_tests = auc_table(first_seed, ["dnn", "sainet"], ["s0"])
     assert one_seed_tests["s0"]["outcome"] == "n/a (too few seeds)"
+
+
+def test_study_tunes_the_learning_rate_on_validation_and_keeps_cells_apart(tmp_path):
+    out, cells = tmp_path / "report", tmp_path / "data" / "cells"
+    args = ["study", *TINY, "--models", "dnn,sainet", "--seeds", "2", "--no-curves", "--epochs", "2",
+            "--batch-size", "256", "--eval-every-steps", "3", "--patience", "2", "--lr-grid", "0.0001,0.01",
+            "--threads", "1", "--model-opt", "embed_dim=8", "--model-opt", "tower=16,8",
+            "--cells-dir", str(cells), "--out", str(out)]
+    assert main(args) == 0
+    assert not (out / "cells").exists()
+    names = sorted(p.stem for p in cells.glob("*.json"))
+    # 2 models x 2 grid points, then 2 models x 2 seeds (seed 0 being the chosen grid point)
+    assert len(names) == 8 and "dnn__lr=0.0001__seed0" in names and "dnn__main__seed1" in names
+    tuning = json.loads((out / "tuning.json").read_text())
+    for model in ("dnn", "sainet"):
+        grid = tuning[model]["grid"]
+        assert [p["lr"] for p in grid] == [0.0001, 0.01] and all(p["finished"] for p in grid)
+        best = max(grid, key=lambda p: p["valid_auc"])["lr"]
+        assert tuning[model]["chosen_lr"] == best
+        seed0 = json.loads((cells / f"{model}__main__seed0.json").read_text())
+        chosen = json.loads((cells / f"{model}__lr={best:g}__seed0.json").read_text())
+        assert seed0["copied_from"] == f"{model}__lr={best:g}__seed0" and seed0["rows"] == chosen["rows"]
+        seed1 = json.loads((cells / f"{model}__main__seed1.json").read_text())
+        assert seed1["learning_rate"] == best and seed1["stop_reason"] in ("early_stop", "cap")
+        assert 0 < seed1["best_step"] <= seed1["steps"] and 0 < seed1["valid_auc"] < 1
+    report = (out / "results.md").read_text()
+    assert "Learning rate, chosen on validation" in report and "## Convergence" in report
+    assert "SAINet - baseline [95% CI]" in report
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["cells_dir"] == str(cells) and set(meta["learning_rates"]) == {"dnn", "sainet"}
+    assert meta["t_tests"]["overall"]["outcome"] in ("no significant difference", "SAINet higher", "SAINet lower")
+    assert isinstance(meta["stopped_at_cap_improving"], list)
+    stamps = {p.name: p.stat().st_mtime_ns for p in cells.iterdir()}
+    assert main(args) == 0                 # resumes: nothing retrained
+    assert {p.name: p.stat().st_mtime_ns for p in cells.iterdir()} == stamps
+
+
+def test_intervals_decide_the_outcome():
+    import numpy as np
+
+    from model.study import confidence_interval, difference_interval, interval_outcome
+
+    a, b = np.array([0.70, 0.71, 0.72]), np.array([0.60, 0.61, 0.62])
+    low, high = confidence_interval(a)
+    assert low < 0.71 < high and confidence_interval(a[:1]) is None
+    assert interval_outcome(difference_interval(a, b)) == "SAINet higher"
+    assert interval_outcome(difference_interval(b, a)) == "SAINet lower"
+    assert interval_outcome(difference_interval(a, a + 0.001)) == "no significant difference"
+    assert interval_outcome(difference_interval(a[:1], b)) == "n/a (too few seeds)"

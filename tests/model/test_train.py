@@ -5,6 +5,7 @@ import pytest
 
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig
+from model.metrics import safe_auc
 from model.train import TrainConfig, evaluate_run, load_run, predict, train_model
 
 TINY = DataOptions(history_length=10, synthetic=SyntheticConfig(users=300, items=60, events_per_user=30))
@@ -80,3 +81,56 @@ def test_short_movielens_run_beats_chance(tmp_path, movielens_dir):
                           tmp_path, options)
     assert metrics["auc"]["overall"] > 0.62
     assert set(metrics["auc"]["per_scenario"]) == {"under-25", "25-34", "35-plus"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return prepare_dataset(TINY)
+
+
+def test_early_stop_counts_evaluations_without_improvement(tiny_data, tmp_path):
+    # lr 0: the weights never change, so no evaluation after the first is better
+    config = TrainConfig(epochs=50, batch_size=64, learning_rate=0.0, eval_every_steps=4, patience=2, threads=1)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path, TINY)
+    assert metrics["stop_reason"] == "early_stop" and metrics["stopped_at_cap_improving"] is False
+    assert (metrics["evaluations"], metrics["best_step"], metrics["steps"]) == (3, 4, 12)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["step"] for e in history["evals"]] == [4, 8, 12] and history["best_step"] == 4
+
+
+def test_step_budget_flags_a_run_still_improving(tiny_data, tmp_path):
+    # one evaluation, at the budget's last step: the run is cut off at its best
+    config = TrainConfig(epochs=50, batch_size=64, max_steps=5, eval_every_steps=None, threads=1)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path / "a", TINY)
+    assert (metrics["stop_reason"], metrics["steps"], metrics["best_step"]) == ("cap", 5, 5)
+    assert metrics["stopped_at_cap_improving"] is True
+    # the budget ends a run whose best evaluation came earlier: capped, but not still improving
+    config = TrainConfig(epochs=50, batch_size=64, learning_rate=0.0, max_steps=6, eval_every_steps=2, patience=5,
+                         threads=1)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path / "b", TINY)
+    assert (metrics["stop_reason"], metrics["steps"], metrics["evaluations"]) == ("cap", 6, 3)
+    assert metrics["stopped_at_cap_improving"] is False and metrics["best_step"] == 2
+
+
+def test_epoch_budget_evaluates_at_each_epoch_end(tiny_data, tmp_path):
+    steps_per_epoch = -(-len(tiny_data.splits["train"]) // 1024)
+    config = TrainConfig(epochs=2, batch_size=1024, eval_every_steps=0, patience=5, threads=1)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path, TINY)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["step"] for e in history["evals"]] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert metrics["stop_reason"] == "cap" and metrics["steps"] == 2 * steps_per_epoch
+
+
+def test_best_validation_weights_are_restored(tiny_data, tmp_path):
+    config = TrainConfig(epochs=4, batch_size=128, learning_rate=3e-2, eval_every_steps=7, patience=3, threads=1)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path, TINY)
+    history = json.loads((tmp_path / "history.json").read_text())
+    best = max(e["valid_auc"] for e in history["evals"])
+    assert metrics["valid_auc"] == best
+    valid = tiny_data.splits["valid"]
+    assert safe_auc(valid.label, predict(load_run(tmp_path).model, valid)) == pytest.approx(best, abs=1e-12)
+
+
+def test_defaults_are_the_converging_regime():
+    config = TrainConfig()
+    assert (config.batch_size, config.eval_every_steps, config.patience, config.epochs) == (512, 200, 3, 20)
