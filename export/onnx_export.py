@@ -3,7 +3,7 @@
 Artifact layout (the one contract between export and serving):
 
     <root>/<name>/<version>/
-        model.onnx            inputs as in `model.batch.INPUT_NAMES`, output `scores` [B, C] in (0, 1)
+        model.onnx            inputs and output as `sainet.contract` defines them: `scores` [B, C] in (0, 1)
         model.fp32.onnx       only with `--quantize int8`: the fp32 graph the int8 one came from
         meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
         vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
@@ -30,15 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.batch import INPUT_NAMES, Batch, examples_to_batch
-from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema
+from model.batch import Batch, examples_to_batch
+from model.data.schema import FeatureSchema
 from model.testing import random_inputs
 from model.train import LoadedRun, load_run
+from sainet.contract import (ARTIFACT_FORMAT, FIRST_KNOWN_INDEX, INPUT_NAMES, OOV_INDEX, OUTPUT_NAME, PAD_INDEX,
+                             input_specs, output_specs)
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = 1
-OUTPUT_NAME = "scores"
 DEFAULT_TOLERANCE = 1e-5
 
 
@@ -218,12 +218,12 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
             "schema": run.schema.to_dict(),
             "scenarios": run.schema.scenarios,
             "max_history_length": run.schema.history_length,
-            "index": {"padding": 0, "oov": 1, "first_known": FIRST_KNOWN_INDEX},
+            "index": {"padding": PAD_INDEX, "oov": OOV_INDEX, "first_known": FIRST_KNOWN_INDEX},
             "vocabularies": {p.stem: f"vocab/{p.name}" for p in sorted((staging / "vocab").glob("*.json"))},
             "item_features": "item_features.json",
-            "inputs": _input_specs(run.schema),
-            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "candidates"],
-                         "meaning": "click probability"}],
+            "inputs": input_specs([f.name for f in run.schema.request_features],
+                                  [f.name for f in run.schema.item_features]),
+            "outputs": output_specs(),
             "opset": opset,
             "parity": {"tolerance": tolerance, "max_abs_diff": parity},
             "quantization": quantization,
@@ -239,20 +239,6 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final_dir
-
-
-def _input_specs(schema: FeatureSchema) -> list[dict]:
-    f_request, f_item = len(schema.request_features), len(schema.item_features)
-    return [
-        {"name": "hist_items", "dtype": "int64", "shape": ["batch", "history"]},
-        {"name": "hist_scenarios", "dtype": "int64", "shape": ["batch", "history"]},
-        {"name": "target_scenario", "dtype": "int64", "shape": ["batch"]},
-        {"name": "request_features", "dtype": "int64", "shape": ["batch", f_request],
-         "features": [f.name for f in schema.request_features]},
-        {"name": "cand_items", "dtype": "int64", "shape": ["batch", "candidates"]},
-        {"name": "cand_features", "dtype": "int64", "shape": ["batch", "candidates", f_item],
-         "features": [f.name for f in schema.item_features]},
-    ]
 
 
 def _item_feature_lookup(path: Path, schema: FeatureSchema) -> dict[str, list[str]]:

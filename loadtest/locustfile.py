@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 
@@ -36,6 +37,8 @@ def _add_arguments(parser):
     group.add_argument("--events-share", type=float, default=0.05, help="share of requests posting /events")
     group.add_argument("--slo-p99-ms", type=float, default=200.0, help="p99 latency SLO of /score")
     group.add_argument("--slo-failure-ratio", type=float, default=0.01, help="allowed failure ratio")
+    group.add_argument("--write-token", default=os.environ.get("SAINET_WRITE_TOKEN", ""),
+                       help="bearer token for /events (default: $SAINET_WRITE_TOKEN)")
 
 
 class Workload:
@@ -86,6 +89,8 @@ class ScoringUser(FastHttpUser):
     def on_start(self):
         self.rng = random.Random()
         self.events_share = self.environment.parsed_options.events_share
+        token = self.environment.parsed_options.write_token
+        self.write_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     @task
     def request(self):
@@ -93,7 +98,8 @@ class ScoringUser(FastHttpUser):
         user, scenario = w.user(self.rng), w.scenario(self.rng)
         if self.rng.random() < self.events_share:
             self.client.post("/events", json={"user_id": user, "item_id": self.rng.choice(w.items),
-                                              "scenario": scenario, "timestamp": time.time()}, name="/events")
+                                              "scenario": scenario, "timestamp": time.time()}, name="/events",
+                             headers=self.write_headers)
             return
         with self.client.post("/score", json={"user_id": user, "scenario": scenario,
                                               "candidates": w.candidates(self.rng)},

@@ -8,10 +8,7 @@ import numpy as np
 import torch
 
 from model.data.examples import ExampleSet
-
-# Input names in forward order; export and serving use the same names.
-INPUT_NAMES = ("hist_items", "hist_scenarios", "target_scenario", "request_features",
-               "cand_items", "cand_features")
+from sainet.contract import INPUT_NAMES  # noqa: F401  (re-exported: the field order of `Batch`)
 
 
 class Batch(NamedTuple):
@@ -26,6 +23,10 @@ class Batch(NamedTuple):
     def history_mask(self) -> torch.Tensor:
         """[B, N] True where a real behaviour sits."""
         return self.hist_items != 0
+
+
+if Batch._fields != INPUT_NAMES:   # the graph's inputs are Batch's fields, in order
+    raise ImportError(f"Batch fields {Batch._fields} differ from the artifact contract's {INPUT_NAMES}")
 
 
 def examples_to_batch(examples: ExampleSet, rows: np.ndarray | slice) -> tuple[Batch, torch.Tensor]:

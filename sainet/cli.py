@@ -207,12 +207,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.model_dir:
         os.environ["SAINET_MODEL_DIR"] = args.model_dir
     from service.app import create_app
+    from service.server import server_config, warn_if_exposed
     from service.settings import Settings
 
     settings = Settings()
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=settings.access_log,
-                timeout_graceful_shutdown=30)
+    warn_if_exposed(args.host, settings)
+    uvicorn.Server(server_config(create_app(settings), settings, args.host, args.port)).run()
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -30,10 +29,9 @@ if TYPE_CHECKING:
 REDIS_URL_ENV = "SAINET_REDIS_URL"
 
 
-def default_redis_url() -> str:
-    """$SAINET_REDIS_URL, else the embedded Redis that `sainet serve` starts without a URL."""
-    port = os.environ.get("SAINET_EMBEDDED_REDIS_PORT", "6399")
-    return os.environ.get(REDIS_URL_ENV) or f"redis://127.0.0.1:{port}/0"
+def default_redis_url(settings) -> str:
+    """The service's Redis ($SAINET_REDIS_URL), else the embedded one `sainet serve` starts without a URL."""
+    return settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
 
 
 def _run_ends(codes):
@@ -144,18 +142,21 @@ def cmd_seed(args: argparse.Namespace, data_options: Callable[[argparse.Namespac
     import redis
 
     from model.data.datasets import check_data_options
-    from service.store import DEFAULT_PREFIX, RedisBulkWriter
+    from service.settings import Settings
+    from service.store import RedisBulkWriter
 
-    url = args.redis_url or default_redis_url()
+    settings = Settings()     # the service's own settings: the same Redis, key prefix and TTL
+    url = args.redis_url or default_redis_url(settings)
     if args.history_length < 1:
         raise ValueError("history length must be at least 1")
-    if args.ttl_seconds is not None and args.ttl_seconds < 1:
+    ttl_seconds = args.ttl_seconds if args.ttl_seconds is not None else settings.history_ttl_seconds
+    if ttl_seconds is not None and ttl_seconds < 1:
         raise ValueError("--ttl-seconds must be at least 1")
-    prefix = args.prefix or DEFAULT_PREFIX
+    prefix = args.prefix or settings.redis_prefix
     options = data_options(args)
     check_data_options(options)                     # bad options are reported before Redis is tried
     try:
-        writer = RedisBulkWriter(url, history_length=args.history_length, ttl_seconds=args.ttl_seconds,
+        writer = RedisBulkWriter(url, history_length=args.history_length, ttl_seconds=ttl_seconds,
                                  prefix=prefix)
     except ValueError as error:                     # a malformed URL
         raise ValueError(f"bad --redis-url {redact_url(url)!r}: {error}") from None
@@ -189,7 +190,9 @@ def add_seed_parser(commands, add_data_arguments: Callable[[argparse.ArgumentPar
                        help=f"redis:// or rediss:// URL (default: ${REDIS_URL_ENV}, else the embedded Redis of "
                             "`sainet serve` on 127.0.0.1:$SAINET_EMBEDDED_REDIS_PORT, 6399)")
     store.add_argument("--ttl-seconds", type=int, default=None,
-                       help="expire seeded histories after this long (default: never)")
-    store.add_argument("--prefix", default=None, help="key prefix (default: the service's, sainet)")
+                       help="expire seeded histories after this long (default: $SAINET_HISTORY_TTL_SECONDS, "
+                            "else never)")
+    store.add_argument("--prefix", default=None,
+                       help="key prefix (default: the service's, $SAINET_REDIS_PREFIX, else sainet)")
     seed.set_defaults(handler=lambda args: cmd_seed(args, data_options))
     return seed

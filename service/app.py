@@ -1,62 +1,50 @@
 """The HTTP layer: FastAPI routes over the inference core (batcher, model manager, feature store).
 
-Routes stay thin; domain errors map to HTTP answers in one exception handler."""
+Lifecycle per request: `RequestGuard` reads the body (size and time bounded), the route parses it
+(strict JSON, then the pydantic models of `service.requests`), the core predicts, and every domain
+error becomes an answer through the one table in `service.http_errors`."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Container
+from typing import Annotated
 
 import numpy as np
 import orjson
-from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import DynamicBatcher, ScoreJob
 from service.embedded_redis import EmbeddedRedis
-from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnknownScenario
+from service.errors import (
+    DeadlineExceeded,
+    Forbidden,
+    InvalidInput,
+    MalformedBody,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from service.http_errors import documented, error_detail, error_response, json_response, send_error, status_of
 from service.metrics import ServiceMetrics
 from service.models import ModelManager
+from service.requests import RequestModels
 from service.settings import Settings
 from service.store import Behaviour, RedisFeatureStore
 
 log = logging.getLogger(__name__)
-
-RawId = StrictStr | StrictInt
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: RawId
-    scenario: RawId
-    candidates: list[RawId]
-    features: dict[str, RawId] = {}
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str
-
-
-class ScoreResponse(BaseModel):
-    scores: list[float]
-    model: ModelRef
-    history_length: int
-    cold_start: bool
-    degraded: bool
-
-
-class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: RawId
-    item_id: RawId
-    scenario: RawId
-    timestamp: StrictFloat | StrictInt | None = None
 
 
 def score_response(scores: np.ndarray | list[float], model_name: str, model_version: str, history_length: int,
@@ -68,68 +56,48 @@ def score_response(scores: np.ndarray | list[float], model_name: str, model_vers
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, declared or streamed."""
+class RequestGuard:
+    """ASGI middleware: reads the whole body before any route runs, answering 413 past `max_bytes`
+    (declared or streamed) and 408 when it has not arrived `timeout_seconds` after the headers;
+    then hands the app the buffered body. A slow or huge upload never reaches a handler."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_seconds: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = PayloadTooLarge(f"request body over {self.max_bytes} bytes", "body")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_error(send, PayloadTooLarge(f"request body over {self.max_bytes} bytes", "body"))
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes", "body")
-            return message
-
+            return await send_error(send, too_large)
+        chunks, size = [], 0
         try:
-            await self.app(scope, limited_receive, send)
-        except PayloadTooLarge as error:
-            await _send_error(send, error)
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        return await send_error(send, too_large)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return await send_error(send, RequestTimeout(
+                f"the request body did not arrive within {self.timeout:g} s", "body"))
+        replayed = False
 
+        async def buffered_receive():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-async def _send_error(send, error: ServiceError) -> None:
-    response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
-    await send({"type": "http.response.start", "status": response.status_code,
-                "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-def _check_id(value, field: str, max_length: int) -> str:
-    text = str(value)
-    if not text:
-        raise InvalidInput(f"{field} must not be empty", field)
-    if len(text) > max_length:
-        raise InvalidInput(f"{field} is longer than {max_length} characters", field)
-    return text
-
-
-def check_score_request(body: ScoreRequest, settings: Settings, scenarios: Container[str]
-                        ) -> tuple[str, str, list[str], dict[str, str]]:
-    """(user id, scenario, candidates, features) of a parsed /score body, or InvalidInput /
-    UnknownScenario naming the field."""
-    user_id = _check_id(body.user_id, "user_id", settings.max_id_length)
-    scenario = str(body.scenario)
-    if scenario not in scenarios:
-        raise UnknownScenario(f"unknown scenario {scenario!r}; valid: {list(scenarios)}", "scenario")
-    if not body.candidates:
-        raise InvalidInput("candidates must not be empty", "candidates")
-    if len(body.candidates) > settings.max_candidates:
-        raise InvalidInput(f"at most {settings.max_candidates} candidates per request, got "
-                           f"{len(body.candidates)}", "candidates")
-    candidates = [_check_id(c, f"candidates[{i}]", settings.max_id_length) for i, c in enumerate(body.candidates)]
-    features = {_check_id(k, "features", settings.max_id_length): _check_id(v, f"features.{k}", settings.max_id_length)
-                for k, v in body.features.items()}
-    return user_id, scenario, candidates, features
+        await self.app(scope, buffered_receive, send)
 
 
 class Core:
@@ -153,7 +121,8 @@ class Core:
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded Redis at %s", url)
         self.store = RedisFeatureStore(url, s.history_length, s.history_ttl_seconds, s.redis_prefix,
-                                       timeout_seconds=s.redis_timeout_ms / 1000)
+                                       timeout_seconds=s.redis_timeout_ms / 1000,
+                                       on_undecodable=self.metrics.undecodable_entries.inc)
         await self.models.reload()
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,
@@ -165,7 +134,7 @@ class Core:
     async def close(self) -> None:
         self.ready = False
         if self.batcher:
-            await self.batcher.stop()
+            await self.batcher.stop(timeout_seconds=self.settings.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -182,11 +151,37 @@ async def get_core(request: Request) -> Core:
 
 
 CoreDep = Annotated[Core, Depends(get_core)]
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def token_matches(credentials: HTTPAuthorizationCredentials | None, token) -> bool:
+    return credentials is not None and hmac.compare_digest(credentials.credentials.encode("utf-8", "surrogatepass"),
+                                                           token.get_secret_value().encode())
+
+
+def check_token(credentials: HTTPAuthorizationCredentials | None, token, what: str) -> None:
+    """Unauthenticated without credentials, Forbidden with wrong ones; nothing when no token is set.
+    The comparison takes constant time, and the token is never logged or echoed."""
+    if token is None:
+        return
+    if credentials is None:
+        raise Unauthenticated(f"{what} needs `Authorization: Bearer <token>`")
+    if not token_matches(credentials, token):
+        raise Forbidden(f"the bearer token is not valid for {what}")
+
+
+# Answered by the HTTP server itself (`service.server`) before any route runs, on any route.
+TRANSPORT_RESPONSES: dict[int | str, dict] = {
+    408: {"description": "the request line, headers or body did not arrive in time"},
+    431: {"description": "the request line and headers exceed SAINET_MAX_HEADER_BYTES"},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     core = Core(settings)
+    bodies = RequestModels.for_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -196,92 +191,131 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await core.close()
 
-    app = FastAPI(title="SAINet scoring service", lifespan=lifespan)
+    app = FastAPI(title="SAINet scoring service", lifespan=lifespan, responses=TRANSPORT_RESPONSES,
+                  description="Scores candidate items for a user in a scenario from their scenario-tagged "
+                              "behaviour history. Limits and tokens: see the README.")
     app.state.core = core
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError):
-        return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+        return error_response(error)
 
-    @app.post("/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest, core: CoreDep):
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        # FastAPI's own handler echoes the input (which may not even encode as UTF-8); ours does not
+        details = [error_detail(e.get("msg", "invalid"), e.get("type", "invalid"), e.get("loc", ()))
+                   for e in error.errors()]
+        return json_response({"detail": details}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        return json_response({"detail": [error_detail(str(error.detail), "HTTPException")]}, error.status_code,
+                             dict(error.headers or {}))
+
+    async def writer(credentials: Credentials, core: CoreDep) -> None:
+        check_token(credentials, core.settings.write_token, "POST /events")
+
+    async def admin(credentials: Credentials, core: CoreDep) -> None:
+        check_token(credentials, core.settings.admin_token, "POST /v2/models/reload")
+
+    guarded_by_body = documented(MalformedBody, InvalidInput, PayloadTooLarge, RequestTimeout)
+    auth_errors = documented(Unauthenticated, Forbidden)
+
+    @app.post("/score", summary="score candidates for a user in a scenario", response_model=bodies.score_response,
+              responses={**guarded_by_body, **documented(Overloaded, DeadlineExceeded)})
+    async def score(request: Request, core: CoreDep):
         started, scenario_label, status = time.perf_counter(), "invalid", 500
         try:
             s = core.settings
             model = core.models.current
-            user_id, scenario, candidates, features = check_score_request(body, s, model.artifact.scenario_index)
+            user_id, scenario, candidates, features = bodies.score(await request.body(),
+                                                                   model.artifact.scenario_index)
             scenario_label = scenario
-            job = ScoreJob(user_id, scenario, candidates, features,
-                           deadline=started + s.request_timeout_ms / 1000,
+            job = ScoreJob(user_id, scenario, candidates, features, deadline=started + s.request_timeout_ms / 1000,
                            future=asyncio.get_running_loop().create_future())
             result = await core.batcher.submit(job)
             status = 200
             return score_response(result.scores, result.model_name, result.model_version, result.history_length,
                                   result.cold_start, result.degraded)
         except ServiceError as error:
-            status = error.status_code
+            status = status_of(error)[0]
             raise
         finally:
             core.metrics.request_latency.labels(endpoint="/score", scenario=scenario_label,
                                                 status=str(status)).observe(time.perf_counter() - started)
 
-    @app.post("/events")
-    async def events(body: Annotated[Event | list[Event], Body()], core: CoreDep):
+    @app.post("/events", summary="append behaviours to users' histories", response_model=bodies.events_response,
+              dependencies=[Depends(writer)] if settings.write_token else [],
+              responses={**guarded_by_body, **(auth_errors if settings.write_token else {}),
+                         **documented(StoreUnavailable)})
+    async def events(request: Request, core: CoreDep):
         started, status = time.perf_counter(), 500
         try:
             s = core.settings
-            batch = body if isinstance(body, list) else [body]
-            if not batch:
-                raise InvalidInput("events must not be empty", "events")
-            if len(batch) > s.max_events:
-                raise InvalidInput(f"at most {s.max_events} events per request", "events")
+            batch = bodies.events(await request.body())
             now = time.time()
-            appended = [(_check_id(e.user_id, "user_id", s.max_id_length),
-                         Behaviour(_check_id(e.item_id, "item_id", s.max_id_length),
-                                   _check_id(e.scenario, "scenario", s.max_id_length),
-                                   float(e.timestamp if e.timestamp is not None else now)))
+            appended = [(str(e.user_id), Behaviour(str(e.item_id), str(e.scenario),
+                                                   float(e.timestamp if e.timestamp is not None else now)))
                         for e in batch]
             try:
                 await asyncio.wait_for(core.store.append(appended), s.redis_timeout_ms / 1000 * 4)
             except Exception as error:
-                status = 503
                 log.warning("append to the feature store failed: %r", error)
-                return JSONResponse({"detail": [{"msg": "feature store unavailable; events not stored",
-                                                 "type": "StoreUnavailable"}]}, status_code=503,
-                                    headers={"Retry-After": "1"})
+                raise StoreUnavailable("the feature store did not confirm the write, so the events may or may "
+                                       "not be stored") from None
             core.metrics.events.inc(len(appended))
             status = 200
             return {"appended": len(appended)}
         except ServiceError as error:
-            status = error.status_code
+            status = status_of(error)[0]
             raise
         finally:
             core.metrics.request_latency.labels(endpoint="/events", scenario="all",
                                                 status=str(status)).observe(time.perf_counter() - started)
 
-    @app.get("/v2/health/live")
+    @app.get("/v2/health/live", summary="the process answers")
     async def live():
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", summary="a model is loaded and Redis answers",
+             responses={503: {"description": "not ready", "content": {"application/json": {}}}})
     async def ready(core: CoreDep):
         store_ok = core.store is not None and await core.store.ping()
         is_ready = core.ready and core.models.loaded and store_ok
-        return JSONResponse({"ready": is_ready, "model_loaded": core.models.loaded, "redis": store_ok},
-                            status_code=200 if is_ready else 503)
+        return json_response({"ready": is_ready, "model_loaded": core.models.loaded, "redis": store_ok},
+                             200 if is_ready else 503)
 
-    @app.get("/v2/models")
-    async def models(core: CoreDep):
-        return {"models": [core.models.describe()]}
+    @app.get("/v2/models", summary="the model being served and the last load error")
+    async def models(core: CoreDep, request: Request):
+        # open to all (no declared security): the admin token only adds the file-system paths
+        token = core.settings.admin_token
+        reveal = token is None or token_matches(await bearer(request), token)
+        return {"models": [core.models.describe(reveal_paths=reveal)]}
 
-    @app.post("/v2/models/reload")
+    @app.post("/v2/models/reload", summary="load the newest (or pinned) version now",
+              dependencies=[Depends(admin)] if settings.admin_token else [],
+              responses={**(auth_errors if settings.admin_token else {}),
+                         409: {"description": "the version failed to load or its checks; the serving one stays",
+                               "content": {"application/json": {}}}})
     async def reload(core: CoreDep):
         result = await core.models.reload(force=False)
-        return JSONResponse(result, status_code=409 if result["status"] == "failed" else 200)
+        return json_response(result, 409 if result["status"] == "failed" else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics(core: CoreDep):
         return PlainTextResponse(generate_latest(core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict:
+        """The generated document with the request bodies (parsed by hand, so FastAPI cannot see
+        them), the error body for every status and the scenarios of the model serving now."""
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes)
+            bodies.document(document)
+            app.openapi_schema = document
+        scenarios = list(core.models.current.artifact.scenarios) if core.models.loaded else None
+        return bodies.with_scenarios(app.openapi_schema, scenarios)
+
+    app.openapi = openapi
     return app

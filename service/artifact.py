@@ -10,22 +10,45 @@ from pathlib import Path
 
 import numpy as np
 
+from sainet.contract import (
+    FIRST_KNOWN_INDEX,
+    INPUT_NAMES,
+    MISSING_VALUE,
+    OOV_INDEX,
+    PAD_INDEX,
+    ContractError,
+    parse_meta,
+)
 from service.errors import ArtifactError
 from service.store import Behaviour
 
 log = logging.getLogger(__name__)
 
-PAD, OOV = 0, 1
-MISSING_VALUE = "<missing>"
+PAD, OOV = PAD_INDEX, OOV_INDEX
+
+
+def is_version_name(name: str) -> bool:
+    """Only decimal integers name versions: `backup-old` or `.3.tmp` never serve."""
+    return name.isascii() and name.isdigit()
 
 
 def list_versions(model_root: Path) -> list[str]:
-    """Version directories holding a meta.json, oldest first (integers sort numerically)."""
+    """Version directories holding a meta.json, oldest first, by their integer value."""
     if not model_root.is_dir():
         return []
     versions = [p.name for p in model_root.iterdir()
-                if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").exists()]
-    return sorted(versions, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+                if is_version_name(p.name) and p.is_dir() and (p / "meta.json").exists()]
+    return sorted(versions, key=int)
+
+
+def content_fingerprint(path: Path) -> tuple:
+    """(relative path, size, mtime) of every file under a version directory: it changes when the
+    files are repaired or a copy completes, so a failed version is retried then, and only then."""
+    try:
+        return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in path.rglob("*") if p.is_file()))
+    except OSError:
+        return ()
 
 
 def resolve_model_root(model_dir: Path, model_name: str | None) -> Path:
@@ -40,7 +63,9 @@ def resolve_model_root(model_dir: Path, model_name: str | None) -> Path:
 
 def _vocab(path: Path) -> dict[str, int]:
     values = json.loads(path.read_text())
-    return {str(v): i + 2 for i, v in enumerate(values)}
+    if not isinstance(values, list):
+        raise ValueError(f"{path.name} is not a JSON list")
+    return {str(v): i + FIRST_KNOWN_INDEX for i, v in enumerate(values)}
 
 
 @dataclass
@@ -60,18 +85,23 @@ class Artifact:
             raise ArtifactError(f"{self.path} lacks meta.json or model.onnx")
         try:
             self.meta = json.loads(meta_path.read_text())
-            self.name, self.version = self.meta["name"], str(self.meta["version"])
-            self.scenarios: list[str] = list(self.meta["scenarios"])
-            self.history_length = int(self.meta["max_history_length"])
-            schema = self.meta["schema"]
-            self.request_features = [f["name"] for f in schema["features"] if f["side"] != "item"]
-            self.item_features = [f["name"] for f in schema["features"] if f["side"] == "item"]
-            vocab_files = self.meta["vocabularies"]
-            self.vocabularies = {name: _vocab(self.path / rel) for name, rel in vocab_files.items()}
-            item_table = json.loads((self.path / self.meta["item_features"]).read_text())
-        except (KeyError, ValueError, OSError) as error:
+            contract = parse_meta(self.meta, self.path.name)
+            self.name, self.version = contract.name, contract.version
+            self.scenarios: list[str] = list(contract.scenarios)
+            self.history_length = contract.history_length
+            self.request_features = list(contract.request_features)
+            self.item_features = list(contract.item_features)
+            self.vocabularies = {name: _vocab(self.path / rel) for name, rel in contract.vocabularies.items()}
+            item_table = json.loads((self.path / contract.item_feature_table).read_text())
+            if not isinstance(item_table, dict) or not all(
+                    isinstance(v, list) and len(v) == len(self.item_features) for v in item_table.values()):
+                raise ValueError(f"{contract.item_feature_table} must map item ids to "
+                                 f"{len(self.item_features)} values each")
+        except (ContractError, KeyError, TypeError, ValueError, OSError) as error:
             raise ArtifactError(f"{self.path}: malformed artifact ({error})") from error
-        self.scenario_index = {s: i + 2 for i, s in enumerate(self.scenarios)}
+        self.scenario_index = {s: i + FIRST_KNOWN_INDEX for i, s in enumerate(self.scenarios)}
+        if self.vocabularies["scenario"] != self.scenario_index:
+            raise ArtifactError(f"{self.path}: vocab of scenario disagrees with meta.json's scenarios")
         self.item_index = self.vocabularies["item_id"]
         # Item-side features, pre-encoded per raw item id; unknown items get OOV for each feature.
         self.item_feature_index = {
@@ -112,6 +142,5 @@ class Artifact:
             for col, name in enumerate(self.request_features):
                 request_feats[row, col] = self.encode_feature(name, features[row].get(name))
         target = np.array([scen_index[s] for s in scenarios], dtype=np.int64)
-        inputs = {"hist_items": hist_items, "hist_scenarios": hist_scen, "target_scenario": target,
-                  "request_features": request_feats, "cand_items": cand_items, "cand_features": cand_feats}
+        inputs = dict(zip(INPUT_NAMES, (hist_items, hist_scen, target, request_feats, cand_items, cand_feats)))
         return EncodedBatch(inputs, [len(c) for c in candidates], [len(h) for h in histories])

@@ -13,12 +13,16 @@ from typing import Callable
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, QueueFull, UnknownScenario
+from service.errors import DeadlineExceeded, InvalidInput, Overloaded
 from service.inference import LoadedModel
 from service.metrics import ServiceMetrics
 from service.store import FeatureStore, UserState
 
 log = logging.getLogger(__name__)
+
+# A request waits at most until its deadline plus this long: a batch that started in time may finish
+# a little after it, but no request waits for ever, whatever happens to the batcher.
+ANSWER_GRACE_SECONDS = 1.0
 
 
 @dataclass
@@ -57,14 +61,27 @@ class DynamicBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._carry: ScoreJob | None = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        """Starts the batching loop under supervision: should it ever end by an exception, it is
+        logged, counted and started again."""
         self._task = asyncio.create_task(self._run(), name="batcher")
+        self._task.add_done_callback(self._restart_if_died)
 
-    async def stop(self) -> None:
-        """Drains what is queued, then stops."""
-        while not self.queue.empty() or self._carry is not None:
+    def _restart_if_died(self, task: asyncio.Task) -> None:
+        if self._stopping or task.cancelled():
+            return
+        log.error("the batching loop died; restarting it", exc_info=task.exception())
+        self.metrics.batcher_restarts.inc()
+        self.start()
+
+    async def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Drains what is queued (for at most `timeout_seconds`), then stops."""
+        deadline = time.perf_counter() + timeout_seconds
+        while (not self.queue.empty() or self._carry is not None) and time.perf_counter() < deadline:
             await asyncio.sleep(0.005)
+        self._stopping = True
         if self._task:
             self._task.cancel()
             try:
@@ -78,9 +95,15 @@ class DynamicBatcher:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.metrics.rejected.labels(reason="queue_full").inc()
-            raise QueueFull("the scoring queue is full; retry shortly") from None
+            raise Overloaded("the scoring queue is full; retry shortly") from None
         self.metrics.queue_depth.set(self.queue.qsize())
-        return await job.future
+        wait = max(0.0, job.deadline - time.perf_counter()) + ANSWER_GRACE_SECONDS
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), wait)
+        except TimeoutError:
+            job.future.cancel()     # the batcher skips it if it still comes to it
+            self.metrics.rejected.labels(reason="deadline").inc()
+            raise DeadlineExceeded("no answer within the request's deadline") from None
 
     async def _collect(self) -> list[ScoreJob]:
         first = self._carry or await self.queue.get()
@@ -109,8 +132,9 @@ class DynamicBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            batch: list[ScoreJob] = []
             try:
+                batch = await self._collect()
                 await self._score(loop, batch)
             except Exception as error:  # never let one bad batch kill the batcher
                 log.exception("scoring batch failed")
@@ -140,7 +164,7 @@ class DynamicBatcher:
                 valid.append(job)
                 valid_states.append(state)
             else:  # the model changed between validation and scoring
-                job.future.set_exception(UnknownScenario(
+                job.future.set_exception(InvalidInput(
                     f"unknown scenario {job.scenario!r}; valid: {model.artifact.scenarios}", "scenario"))
         if not valid:
             return

@@ -1,53 +1,68 @@
-"""Domain errors of the inference core and the one place that maps them to HTTP answers."""
+"""Domain errors of the inference core. Transport-neutral: they say what went wrong, never which HTTP
+status that is; `service.http_errors` maps them to answers in one table."""
 
 from __future__ import annotations
 
 
 class ServiceError(Exception):
-    status_code = 500
-    headers: dict[str, str] = {}
-
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
 
-    def body(self) -> dict:
-        detail = {"msg": self.message, "type": type(self).__name__}
-        if self.field:
-            detail["loc"] = ["body", self.field]
-        return {"detail": [detail]}
-
 
 class InvalidInput(ServiceError):
-    status_code = 422
+    """The request is well-formed JSON but breaks a rule; `field` names where."""
 
 
-class UnknownScenario(InvalidInput):
-    pass
+class InvalidFields(InvalidInput):
+    """Fields broke their rules; `details` lists {loc, msg, type} for each (loc starts at "body")."""
+
+    def __init__(self, details: list[dict]):
+        first = details[0] if details else {"msg": "invalid request", "loc": ()}
+        super().__init__(first["msg"], ".".join(str(p) for p in first.get("loc", ())[1:]) or None)
+        self.details = details
+
+
+class MalformedBody(ServiceError):
+    """The body is not JSON at all."""
 
 
 class PayloadTooLarge(ServiceError):
-    status_code = 413
+    pass
 
 
-class QueueFull(ServiceError):
-    status_code = 429
+class RequestTimeout(ServiceError):
+    """The client did not send its whole request in time."""
+
+
+class Unauthenticated(ServiceError):
+    """No credentials where the route needs them."""
+
+
+class Forbidden(ServiceError):
+    """Credentials given, but wrong."""
+
+
+class Overloaded(ServiceError):
+    """Too much work queued; retry after `retry_after_seconds`."""
 
     def __init__(self, message: str, retry_after_seconds: int = 1):
         super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_seconds)}
+        self.retry_after_seconds = retry_after_seconds
 
 
 class DeadlineExceeded(ServiceError):
-    status_code = 503
+    pass
 
 
 class NotReady(ServiceError):
-    status_code = 503
+    pass
+
+
+class StoreUnavailable(ServiceError):
+    """The feature store did not confirm a write; whether it happened is unknown."""
 
 
 class ArtifactError(ServiceError):
-    """A model artifact is missing, malformed or fails its checks."""
-
-    status_code = 409
+    """A model artifact is missing, malformed, incompatible or fails its checks."""

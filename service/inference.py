@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sainet.contract import OUTPUT_NAME, ContractError, check_graph
 from service.artifact import Artifact
 from service.errors import ArtifactError
 
@@ -39,6 +40,10 @@ class LoadedModel:
     """One servable version: its artifact (encoding) and its session (inference)."""
 
     def __init__(self, artifact: Artifact, session: ort.InferenceSession):
+        try:
+            check_graph({i.name: len(i.shape) for i in session.get_inputs()}, [o.name for o in session.get_outputs()])
+        except ContractError as error:
+            raise ArtifactError(f"{artifact.model_path}: {error}") from None
         self.artifact = artifact
         self.session = session
         self.provider = session.get_providers()[0]
@@ -52,7 +57,7 @@ class LoadedModel:
         return self.artifact.version
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(["scores"], inputs)[0]
+        return self.session.run([OUTPUT_NAME], inputs)[0]
 
     def warm_up(self) -> None:
         """Runs representative shapes once and checks the outputs, so a broken model never serves."""
@@ -64,9 +69,14 @@ class LoadedModel:
             batch = self.artifact.encode(
                 [scenario, scenario], [[Behaviour(some_item, scenario, 0.0)] * history, []], [{}, {}],
                 [[some_item] * candidates, ["unknown"] * candidates])
-            scores = self.run(batch.inputs)
-            if scores.shape != (2, candidates) or not np.isfinite(scores).all():
-                raise ArtifactError(f"{self.artifact.path}: warm-up gave shape {scores.shape} or non-finite scores")
+            try:
+                scores = np.asarray(self.run(batch.inputs))
+            except Exception as error:  # onnxruntime's own exception types: the graph does not fit the contract
+                raise ArtifactError(f"{self.artifact.path}: warm-up failed ({error})") from error
+            if scores.shape != (2, candidates) or not np.isfinite(scores).all() or (scores < 0).any() \
+                    or (scores > 1).any():
+                raise ArtifactError(f"{self.artifact.path}: warm-up gave shape {scores.shape} or scores "
+                                    "outside [0, 1]")
 
 
 def load_model(path: Path, require_gpu: bool = False, intra_op_threads: int = 0,

@@ -28,6 +28,11 @@ class ServiceMetrics:
         self.degraded = Counter("sainet_degraded_total", "requests scored without Redis (cold start)", registry=r)
         self.cold_start = Counter("sainet_cold_start_total", "requests scored with an empty history", registry=r)
         self.events = Counter("sainet_events_appended_total", "behaviours appended through /events", registry=r)
+        self.undecodable_entries = Counter(
+            "sainet_undecodable_entries_total", "stored history or feature entries that could not be decoded "
+            "and were skipped (never a Redis fault)", registry=r)
+        self.batcher_restarts = Counter("sainet_batcher_restarts_total", "times the batching loop died and was "
+                                        "restarted", registry=r)
         self.reloads = Counter("sainet_model_reloads_total", "model load attempts", ["outcome"], registry=r)
         self.model_info = Gauge("sainet_model_info", "the model being served (value 1)",
                                 ["name", "version", "provider"], registry=r)
@@ -41,4 +46,5 @@ METRIC_NAMES = (
     "sainet_request_duration_seconds", "sainet_stage_duration_seconds", "sainet_batch_requests",
     "sainet_batch_candidate_rows", "sainet_queue_depth", "sainet_rejected_total", "sainet_degraded_total",
     "sainet_cold_start_total", "sainet_events_appended_total", "sainet_model_reloads_total", "sainet_model_info",
+    "sainet_undecodable_entries_total", "sainet_batcher_restarts_total",
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,7 +26,17 @@ class Settings(BaseSettings):
     max_candidates: int = Field(1000, description="most candidates per /score request")
     max_events: int = Field(1000, description="most events per /events request")
     max_id_length: int = Field(256, description="longest user/item/scenario id accepted")
-    max_body_bytes: int = Field(1_000_000, description="largest request body accepted")
+    max_body_bytes: int = Field(1_000_000, description="largest request body accepted (413 above)")
+    max_features: int = Field(64, description="most entries in a /score request's features")
+    max_header_bytes: int = Field(32_768, description="largest request line + headers accepted (431 above)")
+    header_timeout_seconds: float = Field(5.0, description="time a client has to send its request line and headers")
+    body_timeout_seconds: float = Field(10.0, description="time a client has to send its whole body once the "
+                                        "headers are in (408 after)")
+    keep_alive_seconds: float = Field(5.0, description="idle keep-alive connections are closed after this long")
+    max_connections: int = Field(2048, description="open connections (and requests in progress) above which new "
+                                 "ones are refused with 503")
+    shutdown_grace_seconds: float = Field(10.0, description="after SIGTERM, the longest wait for requests in "
+                                          "progress before they are cancelled")
 
     max_batch_requests: int = Field(64, description="most requests gathered into one inference run")
     max_batch_rows: int = Field(16384, description="most candidate rows (sum of C) gathered per batch")
@@ -37,4 +47,17 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(False, description="fail start-up unless the CUDA provider is active")
     intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = its default)")
     inter_op_threads: int = Field(0, description="ONNX Runtime inter-op threads (0 = its default)")
+    admin_token: SecretStr | None = Field(None, description="bearer token for POST /v2/models/reload and the "
+                                          "paths in /v2/models (unset: open)")
+    write_token: SecretStr | None = Field(None, description="bearer token for POST /events (unset: open)")
+    allow_scenario_change: bool = Field(False, description="load a new version even if it drops scenarios "
+                                        "the serving one has")
     access_log: bool = Field(False, description="log every request line (the metrics count requests anyway)")
+
+    @field_validator("admin_token", "write_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value):
+        # `SAINET_WRITE_TOKEN=` in an env file means "no token", never "the empty token"
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value

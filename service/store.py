@@ -16,7 +16,7 @@ Cluster (or another store) can replace this one without touching the service.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 import orjson
 import redis
@@ -61,12 +61,44 @@ def encode_behaviour(behaviour: Behaviour) -> bytes:
     return orjson.dumps([behaviour.item_id, behaviour.scenario, behaviour.timestamp])
 
 
-def decode_history(raw_newest_first: list[bytes]) -> list[Behaviour]:
-    """Oldest first. One JSON parse for the whole list (the elements are JSON arrays)."""
+def _behaviour(entry) -> Behaviour:
+    item_id, scenario, timestamp = entry
+    if type(item_id) not in (str, int) or type(scenario) not in (str, int) or type(timestamp) not in (int, float):
+        raise ValueError(f"not an [item_id, scenario, timestamp] entry: {str(entry)[:80]}")
+    return Behaviour(str(item_id), str(scenario), float(timestamp))
+
+
+def decode_history(raw_newest_first: list[bytes], on_undecodable: Callable[[], None] = lambda: None
+                   ) -> list[Behaviour]:
+    """Oldest first. One JSON parse for the whole list (the elements are JSON arrays); should that
+    fail, entry by entry, skipping (and reporting through `on_undecodable`) each one that does not
+    decode, so one poisoned entry costs that entry, not the user's history or anyone else's."""
     if not raw_newest_first:
         return []
-    parsed = orjson.loads(b"[" + b",".join(reversed(raw_newest_first)) + b"]")
-    return [Behaviour(str(item_id), str(scenario), float(timestamp)) for item_id, scenario, timestamp in parsed]
+    try:
+        return list(map(_behaviour, orjson.loads(b"[" + b",".join(reversed(raw_newest_first)) + b"]")))
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return _decode_each(raw_newest_first, on_undecodable)
+
+
+def _decode_each(raw_newest_first: list[bytes], on_undecodable: Callable[[], None]) -> list[Behaviour]:
+    history = []
+    for raw in reversed(raw_newest_first):
+        try:
+            history.append(_behaviour(orjson.loads(raw)))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            on_undecodable()
+    return history
+
+
+def decode_features(raw: dict, on_undecodable: Callable[[], None] = lambda: None) -> dict[str, str]:
+    features = {}
+    for key, value in raw.items():
+        try:
+            features[key.decode()] = value.decode()
+        except UnicodeDecodeError:
+            on_undecodable()
+    return features
 
 
 def _queue_append(pipe, prefix: str, user_id: str, behaviours_oldest_first: list[Behaviour],
@@ -89,8 +121,10 @@ class RedisFeatureStore:
     """Async store over one Redis server (redis:// or rediss:// URLs, with password)."""
 
     def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
-                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05):
+                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
+                 on_undecodable: Callable[[], None] = lambda: None):
         self.url = url
+        self.on_undecodable = on_undecodable
         self.history_length = history_length
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix
@@ -103,12 +137,22 @@ class RedisFeatureStore:
             for user_id in user_ids:
                 pipe.lrange(history_key(self.prefix, user_id), 0, history_length - 1)
                 pipe.hgetall(features_key(self.prefix, user_id))
-            replies = await pipe.execute()
+            # A reply that is an error (a key of the wrong type, say) is that user's problem, not the batch's.
+            replies = await pipe.execute(raise_on_error=False)
+        connection_errors = [r for r in replies if isinstance(r, (redis.ConnectionError, redis.TimeoutError))]
+        if connection_errors:
+            raise connection_errors[0]
         states = []
         for i in range(len(user_ids)):
             raw_history, raw_features = replies[2 * i], replies[2 * i + 1]
-            features = {k.decode(): v.decode() for k, v in raw_features.items()}
-            states.append(UserState(decode_history(raw_history), features))
+            if isinstance(raw_history, Exception):
+                self.on_undecodable()
+                raw_history = []
+            if isinstance(raw_features, Exception):
+                self.on_undecodable()
+                raw_features = {}
+            states.append(UserState(decode_history(raw_history, self.on_undecodable),
+                                    decode_features(raw_features, self.on_undecodable)))
         return states
 
     async def append(self, events: list[tuple[str, Behaviour]]) -> None:

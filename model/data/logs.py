@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from model.data.schema import CategoricalFeature, as_raw_strings
+from sainet.contract import MISSING_VALUE
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "scenario", "timestamp", "label")
 RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "is_behaviour", "split", "oracle_prob")
@@ -93,7 +94,7 @@ def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None 
     for feature in features:
         if feature.name not in frame.columns:
             raise ValueError(f"declared feature {feature.name!r} is not a column of the log")
-        frame[feature.name] = as_raw_strings(frame[feature.name].fillna("<missing>"))
+        frame[feature.name] = as_raw_strings(frame[feature.name].fillna(MISSING_VALUE))
     return InteractionLog(frame, features, scenario_order)
 
 

@@ -14,9 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-PAD_INDEX = 0
-OOV_INDEX = 1
-FIRST_KNOWN_INDEX = 2
+from sainet.contract import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX  # noqa: F401  (the artifact contract's layout)
 
 FeatureSide = Literal["user", "item", "context"]
 

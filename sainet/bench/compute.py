@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from sainet.contract import OUTPUT_NAME
 from service.artifact import Artifact
 from service.inference import make_session
 from service.store import Behaviour
@@ -39,12 +40,12 @@ def replicate_history(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def time_runs(session, inputs: dict[str, np.ndarray], min_seconds: float, min_runs: int = 5) -> float:
     """Median seconds of one session.run over repeated runs (after one warm-up run)."""
-    session.run(["scores"], inputs)
+    session.run([OUTPUT_NAME], inputs)
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - started < min_seconds:
         t0 = time.perf_counter()
-        session.run(["scores"], inputs)
+        session.run([OUTPUT_NAME], inputs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.models import build_model
     from sainet.bench.compute import request_inputs, time_runs
     from sainet.bench.runner import resolve_artifact_dir
+    from sainet.contract import OUTPUT_NAME
     from service.artifact import Artifact
     from service.inference import CUDA, make_session
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = request_inputs(artifact, requests, candidates, history)
         with torch.inference_mode():
             expected = scorer(Batch(*(torch.from_numpy(inputs[n]).cuda() for n in Batch._fields))).cpu().numpy()
-        got = session.run(["scores"], inputs)[0]
+        got = session.run([OUTPUT_NAME], inputs)[0]
         parity[name] = float(np.abs(got - expected).max())
     report["parity_fp32"] = parity
     fp32_ok = max(parity.values()) <= args.tolerance
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx.save(fp16_model, str(fp16_path))
         fp16_session = ort.InferenceSession(str(fp16_path), providers=[CUDA])
         inputs = request_inputs(artifact, 8, 20, artifact.history_length)
-        fp16_parity = float(np.abs(fp16_session.run(["scores"], inputs)[0] - session.run(["scores"], inputs)[0]).max())
+        fp16_parity = float(np.abs(fp16_session.run([OUTPUT_NAME], inputs)[0] - session.run([OUTPUT_NAME], inputs)[0]).max())
     except Exception as error:  # the fp16 path is optional: report why it is missing
         report["fp16_error"] = repr(error)
     report["parity_fp16_vs_fp32"] = fp16_parity

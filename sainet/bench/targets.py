@@ -18,28 +18,33 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from service.app import BodyLimit, ScoreRequest, ScoreResponse, check_score_request, score_response
+from service.app import RequestGuard, score_response
+from service.errors import ServiceError
+from service.http_errors import error_response
+from service.requests import RequestModels
 from service.settings import Settings
 
 
-def _scenarios(artifact_dir: Path) -> dict[str, int]:
-    meta = json.loads((artifact_dir / "meta.json").read_text())
-    return {s: i + 2 for i, s in enumerate(meta["scenarios"])}
+def _service_http(app: FastAPI, settings: Settings) -> RequestModels:
+    """The service's own body guard, error answers and request models, on another app."""
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
+    app.add_exception_handler(ServiceError, lambda request, error: error_response(error))
+    return RequestModels.for_settings(settings)
 
 
 def create_floor_app(artifact_dir: Path, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     meta = json.loads((artifact_dir / "meta.json").read_text())
-    scenarios = _scenarios(artifact_dir)
+    scenarios = set(meta["scenarios"])
     name, version = meta["name"], str(meta["version"])
     app = FastAPI(title="framework floor")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    bodies = _service_http(app, settings)
 
-    @app.post("/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest):
-        _, _, candidates, _ = check_score_request(body, settings, scenarios)
+    @app.post("/score")
+    async def score(request: Request):
+        _, _, candidates, _ = bodies.score(await request.body(), scenarios)
         return score_response([0.0] * len(candidates), name, version, 0, True, False)
 
     return app
@@ -75,11 +80,11 @@ def create_naive_app(artifact_dir: Path, redis_url: str, settings: Settings | No
             await state["store"].close()
 
     app = FastAPI(title="naive PyTorch server", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    bodies = _service_http(app, settings)
 
-    @app.post("/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest):
-        user_id, scenario, candidates, features = check_score_request(body, settings, artifact.scenario_index)
+    @app.post("/score")
+    async def score(request: Request):
+        user_id, scenario, candidates, features = bodies.score(await request.body(), artifact.scenario_index)
         (user,) = await state["store"].fetch([user_id], artifact.history_length)
         encoded = artifact.encode([scenario], [user.history], [{**user.features, **features}], [candidates])
         with torch.inference_mode():

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from export.onnx_export import ExportError, ScoringModule, export_run
-from model.testing import random_inputs
 from model.batch import INPUT_NAMES
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig
+from model.testing import random_inputs
 from model.train import TrainConfig, load_run, train_model
+from sainet.contract import parse_meta
 
 TINY = DataOptions(history_length=12, synthetic=SyntheticConfig(users=200, items=50, events_per_user=20))
 
@@ -31,6 +32,7 @@ def test_export_writes_a_versioned_artifact_with_parity(run_dir, tmp_path):
     for key in ("name", "version", "created_at", "schema", "scenarios", "max_history_length", "inputs",
                 "outputs", "parity", "vocabularies"):
         assert key in meta, key
+    parse_meta(meta, first.name)              # what export writes is what the service accepts
     assert set(meta["parity"]["max_abs_diff"]) >= {"no_history_c1", "c1", "c500", "real_test_examples"}
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5
     assert (first / "vocab" / "item_id.json").exists() and (first / "model.onnx").exists()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -16,54 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from export.onnx_export import export_run
 from model.batch import Batch
-from model.data.datasets import DataOptions, prepare_dataset
-from model.train import TrainConfig, load_run, train_model
-from service.app import create_app
+from model.train import load_run
 from service.embedded_redis import EmbeddedRedis
 from service.metrics import METRIC_NAMES
 from service.settings import Settings
 from service.store import Behaviour, RedisBulkWriter
-
-HISTORY = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tiny_log() -> pd.DataFrame:
-    """A canonical log with a user-side (gender) and an item-side (genre) feature."""
-    rng = np.random.default_rng(0)
-    users, items, events = 60, 40, 30
-    user = np.repeat(np.arange(users), events)
-    item = rng.integers(0, items, size=users * events)
-    return pd.DataFrame({
-        "user_id": [f"u{u}" for u in user], "item_id": [f"i{i}" for i in item],
-        "scenario": rng.choice(["home", "search", "feed"], size=users * events),
-        "timestamp": np.tile(np.arange(events), users) * 10 + user,
-        "label": (rng.random(users * events) < 0.4).astype(int),
-        "gender": np.where(user % 2 == 0, "f", "m"),
-        "genre": [f"g{i % 5}" for i in item],
-    })
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("svc")
-    tiny_log().to_parquet(root / "interactions.parquet")
-    options = DataOptions(dataset="logs", data_dir=str(root / "interactions.parquet"), history_length=HISTORY)
-    train_model(prepare_dataset(options), "sainet", {"embed_dim": 16, "tower": (32, 16)},
-                TrainConfig(epochs=1, batch_size=256, threads=1), root / "run", options)
-    export_run(root / "run", root / "models")
-    return root
-
+from service.testing import LiveServer, free_port
 
 @pytest.fixture()
 def redis_server():
@@ -73,43 +32,8 @@ def redis_server():
     server.stop()
 
 
-class LiveServer:
-    """uvicorn in a thread, with the app's lifespan, on a free port."""
-
-    def __init__(self, settings: Settings):
-        self.port = free_port()
-        self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                   log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the service did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def settings_for(model_root: Path, redis_url: str, **overrides) -> Settings:
-    values = dict(model_dir=model_root / "models", redis_url=redis_url, history_length=HISTORY,
-                  reload_poll_seconds=0, redis_timeout_ms=200, max_candidates=50, max_body_bytes=20_000,
-                  intra_op_threads=1, max_wait_us=5000)
-    return Settings(**{**values, **overrides})
-
-
 @pytest.fixture()
-def service(model_root, redis_server):
+def service(model_root, redis_server, settings_for):
     with LiveServer(settings_for(model_root, redis_server.url)) as live:
         yield live
 
@@ -123,6 +47,7 @@ def torch_scores(model_root: Path, history: list[tuple[str, str]], scenario: str
                  candidates: list[str]) -> np.ndarray:
     """The PyTorch model on the same raw inputs, encoded with the run's own vocabularies."""
     run = load_run(model_root / "run")
+    HISTORY = run.schema.history_length
     vocab = run.vocabularies
     items = vocab["item_id"].encode([h[0] for h in history][-HISTORY:]) if history else np.zeros(0, np.int64)
     scen = vocab["scenario"].encode([h[1] for h in history][-HISTORY:]) if history else np.zeros(0, np.int64)
@@ -140,9 +65,9 @@ def torch_scores(model_root: Path, history: list[tuple[str, str]], scenario: str
         return torch.sigmoid(run.model(batch))[0].numpy()
 
 
-def test_seeded_user_scores_like_pytorch(model_root, service, redis_server):
+def test_seeded_user_scores_like_pytorch(model_root, service, redis_server, history_length):
     history = [("i3", "home"), ("i7", "search"), ("i3", "feed"), ("i9", "home")]
-    writer = RedisBulkWriter(redis_server.url, history_length=HISTORY)
+    writer = RedisBulkWriter(redis_server.url, history_length=history_length)
     writer.write({"u1": [Behaviour(i, s, float(t)) for t, (i, s) in enumerate(history)]}, {"u1": {"gender": "m"}})
     writer.close()
     candidates = ["i1", "i3", "i39", "never-seen-item"]
@@ -194,7 +119,7 @@ def test_concurrent_requests_are_batched_and_equal_sequential_ones(service):
     ({"user_id": ["u1"], "scenario": "home", "candidates": ["i1"]}, 422, "user_id"),
     ({"user_id": "u" * 300, "scenario": "home", "candidates": ["i1"]}, 422, "user_id"),
     ({"user_id": "", "scenario": "home", "candidates": ["i1"]}, 422, "user_id"),
-    ({"user_id": "u1", "scenario": "home", "candidates": ["i" * 300]}, 422, "candidates[0]"),
+    ({"user_id": "u1", "scenario": "home", "candidates": ["i" * 300]}, 422, "candidates.0"),
     ({"user_id": "u1", "scenario": "home", "candidates": ["i1"], "features": {"gender": [1]}}, 422, "features"),
     ({"user_id": "u1", "scenario": "home", "candidates": ["i1"], "extra": 1}, 422, "extra"),
     ({"scenario": "home", "candidates": ["i1"]}, 422, "user_id"),
@@ -218,19 +143,19 @@ def test_bad_events_input_gets_a_4xx(service, body, status):
     assert answer.status_code == status, answer.text
 
 
-def test_events_are_seen_by_score_and_history_stays_bounded(service):
+def test_events_are_seen_by_score_and_history_stays_bounded(service, history_length):
     with httpx.Client(base_url=service.url, timeout=10) as client:
         assert score(client, user="fresh").json()["cold_start"] is True
         assert client.post("/events", json={"user_id": "fresh", "item_id": "i5", "scenario": "search"}).json() == \
             {"appended": 1}
         assert score(client, user="fresh").json()["history_length"] == 1
-        for t in range(3 * HISTORY):
+        for t in range(3 * history_length):
             client.post("/events", json=[{"user_id": "fresh", "item_id": f"i{t % 40}", "scenario": "home",
                                           "timestamp": 1000 + t}])
-        assert score(client, user="fresh").json()["history_length"] == HISTORY
+        assert score(client, user="fresh").json()["history_length"] == history_length
 
 
-def test_redis_outage_degrades_then_recovers(model_root):
+def test_redis_outage_degrades_then_recovers(model_root, settings_for):
     server = EmbeddedRedis(free_port())
     server.start()
     try:
@@ -278,7 +203,7 @@ def test_health_and_models(service):
 
 
 def test_reload_keeps_the_old_model_on_a_broken_artifact_and_switches_on_a_good_one(model_root, redis_server,
-                                                                                      tmp_path):
+                                                                                      tmp_path, settings_for):
     models = tmp_path / "models"
     shutil.copytree(model_root / "models", models)
     with LiveServer(settings_for(model_root, redis_server.url, model_dir=models)) as live, \
@@ -300,7 +225,7 @@ def test_reload_keeps_the_old_model_on_a_broken_artifact_and_switches_on_a_good_
         assert 'sainet_model_reloads_total{outcome="failure"} 1.0' in client.get("/metrics").text
 
 
-def test_full_queue_answers_429_with_retry_after(model_root, redis_server):
+def test_full_queue_answers_429_with_retry_after(model_root, redis_server, settings_for):
     settings = settings_for(model_root, redis_server.url, queue_size=1, max_batch_requests=1, max_wait_us=0)
     with LiveServer(settings) as live:
         async def fire():
@@ -315,7 +240,7 @@ def test_full_queue_answers_429_with_retry_after(model_root, redis_server):
     assert rejected.headers["retry-after"] == "1"
 
 
-def test_requests_past_their_deadline_are_dropped(model_root, redis_server):
+def test_requests_past_their_deadline_are_dropped(model_root, redis_server, settings_for):
     with LiveServer(settings_for(model_root, redis_server.url, request_timeout_ms=0.001)) as live:
         answer = httpx.post(f"{live.url}/score", json={"user_id": "u1", "scenario": "home", "candidates": ["i1"]})
         metrics = httpx.get(f"{live.url}/metrics").text
@@ -330,7 +255,7 @@ def test_require_gpu_fails_loudly_without_cuda(model_root):
         load_model(model_root / "models" / "sainet" / "1", require_gpu=True)
 
 
-def test_shutdown_drains_requests_in_flight(model_root, redis_server):
+def test_shutdown_drains_requests_in_flight(model_root, redis_server, settings_for):
     live = LiveServer(settings_for(model_root, redis_server.url, max_wait_us=200_000, max_batch_requests=64))
     live.__enter__()
 

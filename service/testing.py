@@ -1,0 +1,53 @@
+"""A real server for tests and benchmarks: the service's own uvicorn configuration (`server_config`,
+with every limit) in a thread of this process, on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from service.app import create_app
+from service.server import server_config
+from service.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """`with LiveServer(settings) as live:` serves on `live.url` until the block ends (a graceful
+    shutdown, as SIGTERM would start)."""
+
+    def __init__(self, settings: Settings, start_timeout_seconds: float = 30.0):
+        self.port = free_port()
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(server_config(self.app, settings, "127.0.0.1", self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.start_timeout = start_timeout_seconds
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def core(self):
+        return self.app.state.core
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
