@@ -493,7 +493,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "learning_rates": {m: v["chosen_lr"] for m, v in tuning.items()},
             "stopped_at_cap_improving": sorted(
                 cell_name(r.model, r.variant, r.seed) for r in finished_cells.itertuples()
-                if r.stopped_at_cap_improving is True),
+                if r.stop_reason == "cap"),
             "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves,
             "references": references}
     # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
@@ -534,7 +534,7 @@ def tuning_lines(tuning: dict, config: StudyConfig) -> list[str]:
                 texts.append("…")
                 continue
             text = "n/a" if point.get("valid_auc") is None else f"{point['valid_auc']:.4f} (step {point['best_step']})"
-            if point.get("stopped_at_cap_improving"):
+            if point.get("stop_reason") == "cap":
                 text += " cap!"
             texts.append(f"**{text}**" if point["lr"] == entry["chosen_lr"] else text)
         chosen = "pending" if entry["chosen_lr"] is None else f"{entry['chosen_lr']:g}"
@@ -547,21 +547,27 @@ def convergence_lines(finished_cells: pd.DataFrame) -> list[str]:
     known = finished_cells[finished_cells.stop_reason.notna()]
     if not len(known):
         return []
-    capped = known[known.stopped_at_cap_improving == True]   # noqa: E712 (a column of objects)
+    # a cell that reached its budget before its patience ran out: its best may lie beyond the budget
+    capped = known[known.stop_reason == "cap"]
     lines = ["", "## Convergence", "",
              f"Of {len(known)} cells, {int((known.stop_reason == 'early_stop').sum())} stopped early on validation "
-             f"AUC; {len(capped)} reached the step budget while still improving"
+             f"AUC; {len(capped)} reached the step budget while still improving (before early stopping acted)"
              + (":" if len(capped) else ".")]
     for row in capped.itertuples():
         lines.append(f"- `{cell_name(row.model, row.variant, row.seed)}` (best step {row.best_step} of {row.steps})")
     main = known[known.variant == "main"]
     if len(main):
-        lines += ["", "| model | mean best step | mean steps trained | mean CPU s per cell |", "|---|---|---|---|"]
+        lines += ["", "| model | learning rate | validation AUC (overall, mean ± std) | mean best step | mean steps trained "
+                  "| mean CPU s per cell |", "|---|---|---|---|---|---|"]
         trained = main[main.cpu_seconds > 0]
         for model, group in main.groupby("model", sort=False):
             cpu = trained[trained.model == model]["cpu_seconds"]
-            lines.append(f"| {model} | {group.best_step.mean():.0f} | {group.steps.mean():.0f} | "
-                         + (f"{cpu.mean():.0f}" if len(cpu) else "n/a") + " |")
+            rates = ", ".join(f"{lr:g}" for lr in sorted(group.learning_rate.dropna().unique()))
+            valid = group.valid_auc.dropna()
+            valid_text = "n/a" if not len(valid) else (f"{valid.mean():.4f}" if len(valid) < 2
+                                                       else f"{valid.mean():.4f} ± {valid.std():.4f}")
+            lines.append(f"| {model} | {rates} | {valid_text} | {group.best_step.mean():.0f} | {group.steps.mean():.0f} | "
+                         + (f"{cpu.mean():.1f}" if len(cpu) else "n/a") + " |")
     return lines
 
 

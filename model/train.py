@@ -13,8 +13,8 @@ optimizer steps and at the end of each epoch; training stops once `patience` eva
 bring no better validation AUC, or at the step budget (`epochs`, `max_steps`), and the weights of
 the best evaluation are restored. At batch 512 on Amazon Food-Kitchen (about 1,300 steps an epoch)
 validation AUC peaks within the first or second epoch, so the evaluations must come within an epoch.
-A run that reaches its budget while its last evaluation was still its best is flagged
-`stopped_at_cap_improving`: its budget, not the data, decided where it stopped.
+A run that reaches its budget before early stopping has stopped it is flagged
+`stopped_at_cap_improving`: its budget, not the validation AUC, decided where it stopped.
 """
 
 from __future__ import annotations
@@ -170,13 +170,12 @@ def train_model(data: PreparedData, model_name: str, model_overrides: dict, conf
     train_seconds = time.perf_counter() - started
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    last_is_best = bool(history["evals"]) and history["evals"][-1]["step"] == best["step"] \
-        and best["state"] is not None
     outcome = {
         "best_epoch": best["epoch"], "best_step": best["step"], "steps": step,
-        "evaluations": len(history["evals"]), "stop_reason": stop_reason,
-        # the budget ended the run while its last evaluation was its best: more steps might have helped
-        "stopped_at_cap_improving": stop_reason == "cap" and last_is_best,
+        "evaluations": len(history["evals"]), "evaluations_since_best": stale, "stop_reason": stop_reason,
+        # the budget ended the run before early stopping did (fewer than `patience` evaluations since
+        # its best): its best may lie beyond the budget
+        "stopped_at_cap_improving": stop_reason == "cap",
         "valid_auc": None if best["auc"] == -np.inf else float(best["auc"]),
     }
     history.update(outcome)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -104,12 +105,18 @@ def test_step_budget_flags_a_run_still_improving(tiny_data, tmp_path):
     metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path / "a", TINY)
     assert (metrics["stop_reason"], metrics["steps"], metrics["best_step"]) == ("cap", 5, 5)
     assert metrics["stopped_at_cap_improving"] is True
-    # the budget ends a run whose best evaluation came earlier: capped, but not still improving
+    # the budget ends a run before its patience ran out: flagged, even though its best came earlier
     config = TrainConfig(epochs=50, batch_size=64, learning_rate=0.0, max_steps=6, eval_every_steps=2, patience=5,
                          threads=1)
     metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path / "b", TINY)
     assert (metrics["stop_reason"], metrics["steps"], metrics["evaluations"]) == ("cap", 6, 3)
-    assert metrics["stopped_at_cap_improving"] is False and metrics["best_step"] == 2
+    assert metrics["stopped_at_cap_improving"] is True and metrics["best_step"] == 2
+    assert metrics["evaluations_since_best"] == 2
+    # when the budget's last evaluation is the one that exhausts the patience, early stopping decided
+    config = dataclasses.replace(config, patience=2)
+    metrics = train_model(tiny_data, "dnn", FAST, config, tmp_path / "c", TINY)
+    assert (metrics["stop_reason"], metrics["steps"]) == ("early_stop", 6)
+    assert metrics["stopped_at_cap_improving"] is False
 
 
 def test_epoch_budget_evaluates_at_each_epoch_end(tiny_data, tmp_path):
