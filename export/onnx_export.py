@@ -3,8 +3,10 @@
 Artifact layout (the one contract between export and serving):
 
     <root>/<name>/<version>/
-        model.onnx            inputs and output as `sainet.contract` defines them: `scores` [B, C] in (0, 1)
-        model.fp32.onnx       only with `--quantize int8`: the fp32 graph the int8 one came from
+        model.onnx            the fp32 graph; inputs and output as `sainet.contract` defines them:
+                              `scores` [B, C] in (0, 1)
+        model.int8.onnx       with `--quantize int8` (the CLI's default): its dynamically quantised twin,
+                              checked and judged in meta.json's `precisions.int8`
         meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
         vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
         item_features.json    raw item id -> raw item-side feature values
@@ -34,8 +36,8 @@ from model.batch import Batch, examples_to_batch
 from model.data.schema import FeatureSchema
 from model.testing import random_inputs
 from model.train import LoadedRun, load_run
-from sainet.contract import (ARTIFACT_FORMAT, FIRST_KNOWN_INDEX, INPUT_NAMES, OOV_INDEX, OUTPUT_NAME, PAD_INDEX,
-                             input_specs, output_specs)
+from sainet.contract import (ARTIFACT_FORMAT, FIRST_KNOWN_INDEX, FP32_GRAPH, INPUT_NAMES, INT8_AUC_BOUND, INT8_GRAPH,
+                             OOV_INDEX, OUTPUT_NAME, PAD_INDEX, input_specs, output_specs)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def parity_cases(run: LoadedRun, real_batch: Batch | None) -> dict[str, tuple[to
     return cases
 
 
-def check_parity(session, module: ScoringModule, cases: dict, tolerance: float) -> dict[str, float]:
+def check_parity(session, module: ScoringModule, cases: dict, tolerance: float = float("inf")) -> dict[str, float]:
     figures = {}
     with torch.no_grad():
         for name, inputs in cases.items():
@@ -166,11 +168,33 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> None:
                      op_types_to_quantize=["MatMul", "Gemm"])
 
 
+def int8_checks(run: LoadedRun, module: ScoringModule, cases: dict, fp32_session, int8_session,
+                tolerance: float, real_inputs: bool) -> dict:
+    """meta.json's `precisions.int8`: parity against PyTorch, test AUC against fp32, and the verdict."""
+    parity = check_parity(int8_session, module, cases)
+    test = test_split_auc(run, {"fp32": fp32_session, "int8": int8_session}) if real_inputs else None
+    aucs = (test or {}).get("auc", {})
+    auc_change = None if aucs.get("int8") is None or aucs.get("fp32") is None else aucs["int8"] - aucs["fp32"]
+    reasons = []
+    if max(parity.values()) > tolerance:
+        reasons.append(f"scores differ from PyTorch by {max(parity.values()):.3g} (tolerance {tolerance:g})")
+    if auc_change is None:
+        reasons.append("no test split to measure the AUC on")
+    elif abs(auc_change) > INT8_AUC_BOUND:
+        reasons.append(f"test AUC changes by {auc_change:+.5f} (bound {INT8_AUC_BOUND})")
+    return {"file": INT8_GRAPH, "type": "int8-dynamic", "ops": ["MatMul", "Gemm"], "tolerance": tolerance,
+            "max_abs_diff": parity, "test": test, "auc_change": auc_change, "auc_bound": INT8_AUC_BOUND,
+            "passed": not reasons, "why_not": "; ".join(reasons) or None}
+
+
 def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: str | None = None,
                opset: int = 18, tolerance: float = DEFAULT_TOLERANCE, real_inputs: bool = True,
                quantize: str | None = None, quantized_tolerance: float = INT8_TOLERANCE) -> Path:
-    """`quantize="int8"` publishes a dynamically quantised `model.onnx` (the fp32 graph stays beside it
-    as `model.fp32.onnx`); both are checked against PyTorch, the int8 one at `quantized_tolerance`."""
+    """Writes the fp32 graph (`model.onnx`, refused unless within `tolerance` of PyTorch) and, with
+    `quantize="int8"`, a dynamically quantised one beside it (`model.int8.onnx`). The int8 graph never
+    refuses the export: meta.json's `precisions.int8` records its parity, its test AUC against fp32's
+    and whether both held (`passed`: within `quantized_tolerance` and `INT8_AUC_BOUND`), which is what
+    lets the service serve it by default on CPU."""
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantisation {quantize!r}; supported: int8")
     import onnxruntime as ort
@@ -192,16 +216,12 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
         session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
         cases = parity_cases(run, real_test_batch(run) if real_inputs else None)
         parity = check_parity(session, module, cases, tolerance)
-        quantization = None
+        precisions = {"fp32": {"file": FP32_GRAPH, "passed": True, "max_abs_diff": parity}}
         if quantize == "int8":
-            os.replace(staging / "model.onnx", staging / "model.fp32.onnx")
-            quantize_int8(staging / "model.fp32.onnx", staging / "model.onnx")
-            int8_session = ort.InferenceSession(str(staging / "model.onnx"), providers=["CPUExecutionProvider"])
-            quantization = {"type": "int8-dynamic", "ops": ["MatMul", "Gemm"], "tolerance": quantized_tolerance,
-                            "max_abs_diff": check_parity(int8_session, module, cases, quantized_tolerance),
-                            "fp32_model": "model.fp32.onnx",
-                            "test": test_split_auc(run, {"fp32": session, "int8": int8_session})
-                            if real_inputs else None}
+            quantize_int8(staging / FP32_GRAPH, staging / INT8_GRAPH)
+            int8_session = ort.InferenceSession(str(staging / INT8_GRAPH), providers=["CPUExecutionProvider"])
+            precisions["int8"] = int8_checks(run, module, cases, session, int8_session, quantized_tolerance,
+                                             real_inputs)
         shutil.copytree(run_dir / "vocab", staging / "vocab")
         item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
         (staging / "item_features.json").write_text(json.dumps(item_table))
@@ -226,7 +246,7 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
             "outputs": output_specs(),
             "opset": opset,
             "parity": {"tolerance": tolerance, "max_abs_diff": parity},
-            "quantization": quantization,
+            "precisions": precisions,
             "test_metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
             "source_run": str(run_dir.resolve()),
             "source_checkpoint": "source/checkpoint.pt",

@@ -33,6 +33,14 @@ INPUT_RANKS: dict[str, int] = {
 INPUT_NAMES: tuple[str, ...] = tuple(INPUT_RANKS)
 OUTPUT_NAME = "scores"
 
+# Graphs of one version, by precision. fp32 is the reference and always present; int8 (dynamic
+# quantisation of MatMul/Gemm weights) is written beside it and serves on CPU only where meta.json's
+# `precisions.int8.passed` says it kept the scores (parity) and the test AUC (within INT8_AUC_BOUND).
+FP32_GRAPH = "model.onnx"
+INT8_GRAPH = "model.int8.onnx"
+INT8_AUC_BOUND = 0.0005
+PRECISIONS = ("fp32", "int8")
+
 ITEM_SIDE = "item"              # feature sides: "user" and "context" travel with the request, "item" per candidate
 REQUIRED_VOCABULARIES = ("item_id", "scenario")
 
@@ -52,6 +60,15 @@ def input_specs(request_features: list[str], item_features: list[str]) -> list[d
     specs[INPUT_NAMES.index("request_features")]["features"] = list(request_features)
     specs[INPUT_NAMES.index("cand_features")]["features"] = list(item_features)
     return specs
+
+
+def available_precisions(meta: Mapping) -> dict[str, dict]:
+    """precision -> {"file", "passed", ...} for the graphs of an artifact. Artifacts written before
+    `precisions` existed hold one graph, model.onnx, quantised when their `quantization` says so."""
+    if isinstance(meta.get("precisions"), dict):
+        return {p: dict(v) for p, v in meta["precisions"].items() if p in PRECISIONS and isinstance(v, dict)}
+    only = "int8" if meta.get("quantization") else "fp32"
+    return {only: {"file": FP32_GRAPH, "passed": True}}
 
 
 def output_specs() -> list[dict]:

@@ -12,11 +12,13 @@ import numpy as np
 
 from sainet.contract import (
     FIRST_KNOWN_INDEX,
+    FP32_GRAPH,
     INPUT_NAMES,
     MISSING_VALUE,
     OOV_INDEX,
     PAD_INDEX,
     ContractError,
+    available_precisions,
     parse_meta,
 )
 from service.errors import ArtifactError
@@ -108,7 +110,24 @@ class Artifact:
             item: [self.vocabularies[name].get(value, OOV) for name, value in zip(self.item_features, values)]
             for item, values in item_table.items()
         }
-        self.model_path = self.path / "model.onnx"
+        self.model_path = self.path / FP32_GRAPH
+        self.precisions = available_precisions(self.meta)     # precision -> {"file", "passed", ...}
+
+    def choose_precision(self, wanted: str, on_gpu: bool) -> str:
+        """"auto": int8 on CPU where the artifact says it passed its checks, else fp32 (always on a
+        GPU, where int8 dynamic quantisation does not pay); "fp32" / "int8": that graph or an error."""
+        if wanted == "auto":
+            int8 = self.precisions.get("int8")
+            if not on_gpu and int8 and int8.get("passed"):
+                return "int8"
+            return "fp32" if "fp32" in self.precisions else next(iter(self.precisions))
+        if wanted not in self.precisions:
+            raise ArtifactError(f"{self.path}: SAINET_PRECISION={wanted} but the artifact holds "
+                                f"{sorted(self.precisions)}")
+        return wanted
+
+    def graph_path(self, precision: str) -> Path:
+        return self.path / self.precisions[precision]["file"]
 
     def encode_feature(self, name: str, value: str | None) -> int:
         vocab = self.vocabularies[name]

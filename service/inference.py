@@ -39,13 +39,14 @@ def make_session(model_path: Path, require_gpu: bool, intra_op_threads: int = 0,
 class LoadedModel:
     """One servable version: its artifact (encoding) and its session (inference)."""
 
-    def __init__(self, artifact: Artifact, session: ort.InferenceSession):
+    def __init__(self, artifact: Artifact, session: ort.InferenceSession, precision: str = "fp32"):
         try:
             check_graph({i.name: len(i.shape) for i in session.get_inputs()}, [o.name for o in session.get_outputs()])
         except ContractError as error:
             raise ArtifactError(f"{artifact.model_path}: {error}") from None
         self.artifact = artifact
         self.session = session
+        self.precision = precision
         self.provider = session.get_providers()[0]
 
     @property
@@ -80,9 +81,10 @@ class LoadedModel:
 
 
 def load_model(path: Path, require_gpu: bool = False, intra_op_threads: int = 0,
-               inter_op_threads: int = 0) -> LoadedModel:
+               inter_op_threads: int = 0, precision: str = "auto") -> LoadedModel:
     artifact = Artifact(path)
-    model = LoadedModel(artifact, make_session(artifact.model_path, require_gpu, intra_op_threads,
-                                               inter_op_threads))
+    chosen = artifact.choose_precision(precision, on_gpu=CUDA in ort.get_available_providers())
+    model = LoadedModel(artifact, make_session(artifact.graph_path(chosen), require_gpu, intra_op_threads,
+                                               inter_op_threads), chosen)
     model.warm_up()
     return model

@@ -35,11 +35,11 @@ class ServiceMetrics:
                                         "restarted", registry=r)
         self.reloads = Counter("sainet_model_reloads_total", "model load attempts", ["outcome"], registry=r)
         self.model_info = Gauge("sainet_model_info", "the model being served (value 1)",
-                                ["name", "version", "provider"], registry=r)
+                                ["name", "version", "provider", "precision"], registry=r)
 
-    def set_model(self, name: str, version: str, provider: str) -> None:
+    def set_model(self, name: str, version: str, provider: str, precision: str) -> None:
         self.model_info.clear()
-        self.model_info.labels(name=name, version=version, provider=provider).set(1)
+        self.model_info.labels(name=name, version=version, provider=provider, precision=precision).set(1)
 
 
 METRIC_NAMES = (

@@ -62,7 +62,7 @@ class ModelManager:
     def _load(self, path: Path) -> LoadedModel:
         s = self.settings
         model = load_model(path, require_gpu=s.require_gpu, intra_op_threads=s.intra_op_threads,
-                           inter_op_threads=s.inter_op_threads)
+                           inter_op_threads=s.inter_op_threads, precision=s.precision)
         serving = self._current
         if serving is not None and not s.allow_scenario_change:
             dropped = [x for x in serving.artifact.scenarios if x not in model.artifact.scenario_index]
@@ -109,8 +109,8 @@ class ModelManager:
         if not any(int(v) > int(version) for v in self.failed_versions):
             self.last_error = None      # else it still tells why a newer version is not serving
         self.metrics.reloads.labels(outcome="success").inc()
-        self.metrics.set_model(model.name, model.version, model.provider)
-        log.info("serving %s version %s on %s", model.name, model.version, model.provider)
+        self.metrics.set_model(model.name, model.version, model.provider, model.precision)
+        log.info("serving %s version %s on %s in %s", model.name, model.version, model.provider, model.precision)
         return {"status": "loaded", "previous_version": previous.version if previous else None,
                 **self.describe()}
 
@@ -140,7 +140,8 @@ class ModelManager:
                                reverse=True):
                 error = error.replace(path, "<model_dir>")
         description = {"name": model.name if model else None, "version": model.version if model else None,
-                       "provider": model.provider if model else None, "last_error": error}
+                       "provider": model.provider if model else None,
+                       "precision": model.precision if model else None, "last_error": error}
         if reveal_paths:
             description["path"] = str(model.artifact.path) if model else None
         return description

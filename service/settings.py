@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     queue_size: int = Field(512, description="pending requests before new ones get 429")
     request_timeout_ms: float = Field(1000.0, description="deadline of a queued /score request")
 
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="graph to serve: auto = int8 on CPU where the artifact's checks passed, else fp32")
     require_gpu: bool = Field(False, description="fail start-up unless the CUDA provider is active")
     intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = its default)")
     inter_op_threads: int = Field(0, description="ONNX Runtime inter-op threads (0 = its default)")

@@ -51,10 +51,12 @@ def time_runs(session, inputs: dict[str, np.ndarray], min_seconds: float, min_ru
 
 
 def compute_limit(artifact: Artifact, candidates: int, history: int, batch_sizes: tuple[int, ...],
-                  threads: int, seconds_per_point: float, replicated_batch: int) -> dict:
+                  threads: int, seconds_per_point: float, replicated_batch: int, precision: str = "auto") -> dict:
     """Requests/s and candidates/s of raw ONNX Runtime per batch size R (R requests x C candidates),
-    and the shared-history speedup against the replicated variant at R = `replicated_batch`."""
-    session = make_session(artifact.model_path, require_gpu=False, intra_op_threads=threads,
+    and the shared-history speedup against the replicated variant at R = `replicated_batch`, on the
+    graph the service serves on this CPU with that `precision` setting."""
+    chosen = artifact.choose_precision(precision, on_gpu=False)
+    session = make_session(artifact.graph_path(chosen), require_gpu=False, intra_op_threads=threads,
                            inter_op_threads=1)
     points = []
     for requests in batch_sizes:
@@ -66,7 +68,7 @@ def compute_limit(artifact: Artifact, candidates: int, history: int, batch_sizes
     shared = time_runs(session, shared_inputs, seconds_per_point)
     replicated = time_runs(session, replicate_history(shared_inputs), seconds_per_point)
     best = max(points, key=lambda p: p["requests_per_s"])
-    return {"provider": session.get_providers()[0], "threads": threads, "points": points,
+    return {"provider": session.get_providers()[0], "precision": chosen, "threads": threads, "points": points,
             "max_requests_per_s": best["requests_per_s"], "best_batch_requests": best["requests"],
             "replicated": {"requests": replicated_batch, "shared_ms": shared * 1e3,
                            "replicated_ms": replicated * 1e3, "speedup": replicated / shared}}

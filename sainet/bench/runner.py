@@ -33,6 +33,7 @@ import numpy as np
 from model.provenance import git_commit
 from service.artifact import Artifact, list_versions, resolve_model_root
 from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
 from service.store import Behaviour, RedisBulkWriter
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,8 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
     try:
         results["compute"] = compute_limit(artifact, config.candidates, config.history, config.batch_sizes,
                                            threads=1, seconds_per_point=config.compute_seconds,
-                                           replicated_batch=config.replicated_batch)
+                                           replicated_batch=config.replicated_batch,
+                                           precision=Settings().precision)   # what `sainet serve` will pick
     finally:
         os.sched_setaffinity(0, own)
 

@@ -60,18 +60,44 @@ def test_failed_parity_writes_nothing(run_dir, tmp_path):
     assert list((tmp_path / "sainet").iterdir()) == []
 
 
-def test_int8_export_keeps_the_fp32_graph_and_serves(run_dir, tmp_path):
+def test_int8_export_writes_both_graphs_and_judges_the_int8_one(run_dir, tmp_path):
     from service.inference import load_model
 
     artifact = export_run(run_dir, tmp_path, quantize="int8")
     meta = json.loads((artifact / "meta.json").read_text())
-    quantization = meta["quantization"]
-    assert quantization["type"] == "int8-dynamic" and (artifact / quantization["fp32_model"]).exists()
-    assert 0 < max(quantization["max_abs_diff"].values()) <= quantization["tolerance"]
+    int8 = meta["precisions"]["int8"]
+    assert meta["precisions"]["fp32"]["file"] == "model.onnx" and int8["file"] == "model.int8.onnx"
+    assert int8["type"] == "int8-dynamic" and 0 < max(int8["max_abs_diff"].values()) <= int8["tolerance"]
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-5          # the fp32 graph's own check
-    test = quantization["test"]
-    assert test["examples"] > 0 and abs(test["auc"]["int8"] - test["auc"]["fp32"]) < 0.01
+    test = int8["test"]
+    assert test["examples"] > 0 and int8["auc_change"] == pytest.approx(test["auc"]["int8"] - test["auc"]["fp32"])
+    assert int8["passed"] == (abs(int8["auc_change"]) <= int8["auc_bound"]), int8
+    assert (int8["why_not"] is None) == int8["passed"]
     import onnx
-    ops = {node.op_type for node in onnx.load(str(artifact / "model.onnx")).graph.node}
+    ops = {node.op_type for node in onnx.load(str(artifact / "model.int8.onnx")).graph.node}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
-    load_model(artifact)                                                # warms up and checks finiteness
+    quantised_ops = {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    assert not {node.op_type for node in onnx.load(str(artifact / "model.onnx")).graph.node} & quantised_ops
+    assert load_model(artifact, precision="int8").precision == "int8"   # warms up and checks finiteness
+    assert load_model(artifact, precision="fp32").precision == "fp32"
+    assert load_model(artifact).precision == ("int8" if int8["passed"] else "fp32")   # auto, on this CPU
+
+
+def test_auto_precision_serves_int8_on_cpu_only_where_it_passed(run_dir, tmp_path):
+    from service.artifact import Artifact
+    from service.errors import ArtifactError
+
+    directory = export_run(run_dir, tmp_path, quantize="int8", real_inputs=False)
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["precisions"]["int8"]["passed"] is False                 # no test AUC, no int8 by default
+    assert "test split" in meta["precisions"]["int8"]["why_not"]
+    assert Artifact(directory).choose_precision("auto", on_gpu=False) == "fp32"
+    meta["precisions"]["int8"]["passed"] = True
+    (directory / "meta.json").write_text(json.dumps(meta))
+    artifact = Artifact(directory)
+    assert artifact.choose_precision("auto", on_gpu=False) == "int8"
+    assert artifact.choose_precision("auto", on_gpu=True) == "fp32"
+    assert artifact.choose_precision("fp32", on_gpu=False) == "fp32"
+    plain = export_run(run_dir, tmp_path, real_inputs=False)
+    with pytest.raises(ArtifactError, match="SAINET_PRECISION=int8"):
+        Artifact(plain).choose_precision("int8", on_gpu=False)

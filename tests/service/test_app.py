@@ -200,6 +200,7 @@ def test_health_and_models(service):
         assert client.get("/v2/health/ready").json()["ready"] is True
         model = client.get("/v2/models").json()["models"][0]
     assert (model["name"], model["version"], model["provider"]) == ("sainet", "1", "CPUExecutionProvider")
+    assert model["precision"] == "fp32"           # exported without the int8 graph
 
 
 def test_reload_keeps_the_old_model_on_a_broken_artifact_and_switches_on_a_good_one(model_root, redis_server,
