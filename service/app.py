@@ -278,13 +278,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def live():
         return {"live": True}
 
-    @app.get("/v2/health/ready", summary="a model is loaded and Redis answers",
-             responses={503: {"description": "not ready", "content": {"application/json": {}}}})
+    @app.get("/v2/health/ready", summary="a model is loaded and warmed up: the replica can answer",
+             responses={503: {"description": "not ready: no model loaded yet, or shutting down",
+                              "content": {"application/json": {}}}})
     async def ready(core: CoreDep):
+        # Readiness means "can answer". A slow or absent Redis degrades answers (cold-start scores)
+        # but must not make every replica unready at once, which an orchestrator turns into an outage;
+        # it is reported here and in sainet_feature_store_up instead.
         store_ok = core.store is not None and await core.store.ping()
-        is_ready = core.ready and core.models.loaded and store_ok
-        return json_response({"ready": is_ready, "model_loaded": core.models.loaded, "redis": store_ok},
-                             200 if is_ready else 503)
+        core.metrics.feature_store_up.set(1 if store_ok else 0)
+        is_ready = core.ready and core.models.loaded
+        return json_response({"ready": is_ready, "model_loaded": core.models.loaded, "redis": store_ok,
+                              "degraded": not store_ok}, 200 if is_ready else 503)
 
     @app.get("/v2/models", summary="the model being served and the last load error")
     async def models(core: CoreDep, request: Request):

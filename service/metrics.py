@@ -31,6 +31,8 @@ class ServiceMetrics:
         self.undecodable_entries = Counter(
             "sainet_undecodable_entries_total", "stored history or feature entries that could not be decoded "
             "and were skipped (never a Redis fault)", registry=r)
+        self.feature_store_up = Gauge("sainet_feature_store_up", "1 when the feature store answered the last "
+                                      "readiness probe's ping, else 0 (answers are degraded)", registry=r)
         self.batcher_restarts = Counter("sainet_batcher_restarts_total", "times the batching loop died and was "
                                         "restarted", registry=r)
         self.reloads = Counter("sainet_model_reloads_total", "model load attempts", ["outcome"], registry=r)
@@ -46,5 +48,5 @@ METRIC_NAMES = (
     "sainet_request_duration_seconds", "sainet_stage_duration_seconds", "sainet_batch_requests",
     "sainet_batch_candidate_rows", "sainet_queue_depth", "sainet_rejected_total", "sainet_degraded_total",
     "sainet_cold_start_total", "sainet_events_appended_total", "sainet_model_reloads_total", "sainet_model_info",
-    "sainet_undecodable_entries_total", "sainet_batcher_restarts_total",
+    "sainet_undecodable_entries_total", "sainet_batcher_restarts_total", "sainet_feature_store_up",
 )
