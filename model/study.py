@@ -478,7 +478,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     if ablation_models:
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
-    curves = plot_curves(frame, out_dir)
+    curves = plot_curves(frame, out_dir) if config.curves else {}
 
     meta = {"command": command, "commit": git_commit(), "machine": f"{platform.node()} {platform.machine()} "
             f"{platform.processor() or ''} cpus={os.cpu_count()}".strip(),
