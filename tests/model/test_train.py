@@ -141,3 +141,15 @@ def test_best_validation_weights_are_restored(tiny_data, tmp_path):
 def test_defaults_are_the_converging_regime():
     config = TrainConfig()
     assert (config.batch_size, config.eval_every_steps, config.patience, config.epochs) == (512, 200, 3, 20)
+
+
+def test_sainet_train_defaults_are_train_configs():
+    from sainet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    config = TrainConfig()
+    assert (args.epochs, args.batch_size, args.lr, args.patience, args.eval_every_steps, args.max_steps) == (
+        config.epochs, config.batch_size, config.learning_rate, config.patience, config.eval_every_steps,
+        config.max_steps)
+    # the Makefile's `make model` command stays valid
+    assert build_parser().parse_args(["train", "--out", "runs/default", "--epochs", "6", "--threads", "2"]).epochs == 6
