@@ -1,5 +1,8 @@
 """`sainet seed`: bulk-load the Redis feature store with the state the training data implies.
 
+With `SAINET_REDIS_CLUSTER=true` (the service's setting) the URL names any node of a Redis Cluster
+and the cluster writer is used (`RedisClusterBulkWriter`: one MULTI/EXEC per user on its slot).
+
 Every user gets the history they had at the end of the training data: their most recent
 `history_length` behaviours whose example is in the training split, oldest first, in exactly the
 order the training examples use (user, time, the log's own row order), as raw ids. Users also get
@@ -143,9 +146,9 @@ def cmd_seed(args: argparse.Namespace, data_options: Callable[[argparse.Namespac
 
     from model.data.datasets import check_data_options
     from service.settings import Settings
-    from service.store import RedisBulkWriter
+    from service.store import RedisBulkWriter, RedisClusterBulkWriter, check_prefix
 
-    settings = Settings()     # the service's own settings: the same Redis, key prefix and TTL
+    settings = Settings()     # the service's own settings: the same Redis (or cluster), key prefix and TTL
     url = args.redis_url or default_redis_url(settings)
     if args.history_length < 1:
         raise ValueError("history length must be at least 1")
@@ -156,10 +159,18 @@ def cmd_seed(args: argparse.Namespace, data_options: Callable[[argparse.Namespac
     options = data_options(args)
     check_data_options(options)                     # bad options are reported before Redis is tried
     try:
-        writer = RedisBulkWriter(url, history_length=args.history_length, ttl_seconds=ttl_seconds,
-                                 prefix=prefix)
+        check_prefix(prefix)
+    except ValueError as error:
+        raise ValueError(f"bad --prefix: {error}") from None
+    writer_class = RedisClusterBulkWriter if settings.redis_cluster else RedisBulkWriter
+    try:
+        writer = writer_class(url, history_length=args.history_length, ttl_seconds=ttl_seconds, prefix=prefix)
     except ValueError as error:                     # a malformed URL
         raise ValueError(f"bad --redis-url {redact_url(url)!r}: {error}") from None
+    except redis.RedisError as error:               # the cluster client reads the slot map at once
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"sainet: error: cannot seed the Redis Cluster at {redact_url(url)}: {message}", file=sys.stderr)
+        return 2
     try:
         writer.client.ping()                        # fail before loading a large dataset
         summary = seed_histories(options, writer)
@@ -171,6 +182,7 @@ def cmd_seed(args: argparse.Namespace, data_options: Callable[[argparse.Namespac
         writer.close()
     summary["redis_url"] = redact_url(url)
     summary["prefix"] = prefix
+    summary["cluster"] = settings.redis_cluster
     print(json.dumps(summary, indent=2))
     return 0
 

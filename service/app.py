@@ -42,7 +42,7 @@ from service.metrics import ServiceMetrics
 from service.models import ModelManager
 from service.requests import RequestModels
 from service.settings import Settings
-from service.store import Behaviour, RedisFeatureStore
+from service.store import Behaviour, RedisClusterFeatureStore, RedisFeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ class Core:
             self.embedded = EmbeddedRedis(s.embedded_redis_port)
             url = await asyncio.to_thread(self.embedded.start)
             log.info("embedded Redis at %s", url)
-        self.store = RedisFeatureStore(url, s.history_length, s.history_ttl_seconds, s.redis_prefix,
-                                       timeout_seconds=s.redis_timeout_ms / 1000,
-                                       on_undecodable=self.metrics.undecodable_entries.inc)
+        store_class = RedisClusterFeatureStore if s.redis_cluster else RedisFeatureStore
+        self.store = store_class(url, s.history_length, s.history_ttl_seconds, s.redis_prefix,
+                                 timeout_seconds=s.redis_timeout_ms / 1000,
+                                 on_undecodable=self.metrics.undecodable_entries.inc)
         await self.models.reload()
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,

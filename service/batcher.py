@@ -157,7 +157,7 @@ class DynamicBatcher:
         if not live:
             return
         model = self.current_model()
-        states, degraded = await self._fetch_states(live, model.artifact.history_length)
+        states = await self._fetch_states(live, model.artifact.history_length)
         valid, valid_states = [], []
         for job, state in zip(live, states):
             if job.scenario in model.artifact.scenario_index:
@@ -179,6 +179,7 @@ class DynamicBatcher:
             cold = history_length == 0
             if cold:
                 self.metrics.cold_start.inc()
+            degraded = valid_states[row].degraded
             if degraded:
                 self.metrics.degraded.inc()
             if not job.future.done():
@@ -187,17 +188,18 @@ class DynamicBatcher:
                     model_version=model.version, history_length=history_length, cold_start=cold,
                     degraded=degraded))
 
-    async def _fetch_states(self, jobs: list[ScoreJob], history_length: int) -> tuple[list[UserState], bool]:
+    async def _fetch_states(self, jobs: list[ScoreJob], history_length: int) -> list[UserState]:
+        """One state per job. A user the store could not read (a cluster node down) comes back
+        degraded from the store; should the whole fetch fail, every job is degraded."""
         started = time.perf_counter()
         try:
             states = await asyncio.wait_for(self.store.fetch([j.user_id for j in jobs], history_length),
                                             self.redis_timeout)
-            degraded = False
         except Exception as error:  # Redis down, slow or failing: score as cold start
             log.warning("feature store unavailable, scoring %d requests as cold start: %r", len(jobs), error)
-            states, degraded = [UserState() for _ in jobs], True
+            states = [UserState(degraded=True) for _ in jobs]
         self.metrics.stage_latency.labels(stage="redis_fetch").observe(time.perf_counter() - started)
-        return states, degraded
+        return states
 
     @staticmethod
     def _infer(model: LoadedModel, jobs: list[ScoreJob], states: list[UserState]

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     reload_poll_seconds: float = Field(10.0, description="how often to look for a newer version (0 = never)")
 
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = embedded Redis")
+    redis_cluster: bool = Field(False, description="SAINET_REDIS_URL names a node of a Redis Cluster")
     redis_timeout_ms: float = Field(50.0, description="timeout of every Redis call")
     redis_prefix: str = "sainet"
     history_length: int = Field(50, description="behaviours kept per user in Redis")

@@ -1,20 +1,31 @@
 """The feature store: per-user scenario-tagged behaviour histories and user-side features in Redis.
 
-Key layout (prefix configurable, default "sainet"):
+Key layout (prefix configurable, default "sainet"; the braces around the user id are literal):
 
-    {prefix}:h:{user_id}   list, newest behaviour first; each element is the JSON array
-                           [item_id, scenario, timestamp] with raw ids (never model indices), so a
-                           history survives a model update with new vocabularies
-    {prefix}:u:{user_id}   hash, user-side feature name -> raw value
+    <prefix>:h:{<user_id>}  list, newest behaviour first; each element is the JSON array
+                            [item_id, scenario, timestamp] with raw ids (never model indices), so a
+                            history survives a model update with new vocabularies
+    <prefix>:u:{<user_id>}  hash, user-side feature name -> raw value
+
+`{<user_id>}` is a Redis Cluster hash tag (`user_tag`): a user's two keys hash to one slot, so they
+live on one shard, a user's state is read from one node and an append is a transaction on one slot.
+The same layout is used against a single server (one layout for both); an id that is empty or
+starts with `}` or `~` is tagged `{~<user_id>}` (a tag is never empty). A prefix must not contain
+braces (it would move the hash tag).
 
 An append pushes the new behaviours and trims the list to `history_length` in one MULTI/EXEC
 transaction (optionally refreshing a TTL), so a reader never sees an untrimmed list. Behaviours are
-kept in arrival order. Everything the service needs goes through `FeatureStore`, so that a Redis
-Cluster (or another store) can replace this one without touching the service.
+kept in arrival order. Everything the service needs goes through `FeatureStore`:
+`RedisFeatureStore` (one server) and `RedisClusterFeatureStore` (Redis Cluster: one pipeline per
+node, concurrently, each with its own timeout; the users of a node that fails are returned with
+`degraded=True` and an empty state, everyone else normally).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Protocol
 
@@ -23,6 +34,8 @@ import redis
 import redis.asyncio as aredis
 
 DEFAULT_PREFIX = "sainet"
+
+log = logging.getLogger(__name__)
 
 
 class Behaviour(NamedTuple):   # a tuple: tens of thousands are built per second on the hot path
@@ -35,11 +48,15 @@ class Behaviour(NamedTuple):   # a tuple: tens of thousands are built per second
 class UserState:
     history: list[Behaviour] = field(default_factory=list)   # oldest first
     features: dict[str, str] = field(default_factory=dict)
+    degraded: bool = False    # the store could not be read for this user (its node down or slow)
 
 
 class FeatureStore(Protocol):
     async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
-        """States of many users in one round trip, histories oldest first, at most history_length."""
+        """States of many users (one round trip per server), histories oldest first, at most
+        history_length, in the order of `user_ids`. A user whose state could not be read (its
+        cluster node down or slow) comes back empty with `degraded=True`; the call raises only
+        when the store cannot be read at all."""
 
     async def append(self, events: list[tuple[str, Behaviour]]) -> None:
         """Appends (user_id, behaviour) pairs atomically with the trim."""
@@ -49,12 +66,29 @@ class FeatureStore(Protocol):
     async def close(self) -> None: ...
 
 
+def check_prefix(prefix: str) -> str:
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(f"the Redis key prefix {prefix!r} must not contain '{{' or '}}': the keys carry "
+                         "the user id as their Redis Cluster hash tag")
+    return prefix
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag of a user's keys: `{<user_id>}`. Redis hashes the text between the first `{` and
+    the next `}`; both keys of a user are identical from that brace on, so they share a slot. An
+    empty tag would make Redis hash the whole key, so an id that is empty or starts with `}` gets a
+    `~` in front (and so does one starting with `~`, which keeps the mapping one to one)."""
+    if not user_id or user_id[0] in "}~":
+        user_id = "~" + user_id
+    return "{" + user_id + "}"
+
+
 def history_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:h:{user_id}"
+    return f"{prefix}:h:{user_tag(user_id)}"
 
 
 def features_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:u:{user_id}"
+    return f"{prefix}:u:{user_tag(user_id)}"
 
 
 def encode_behaviour(behaviour: Behaviour) -> bytes:
@@ -127,7 +161,7 @@ class RedisFeatureStore:
         self.on_undecodable = on_undecodable
         self.history_length = history_length
         self.ttl_seconds = ttl_seconds
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.client = aredis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
             retry_on_timeout=False, health_check_interval=30)
@@ -178,7 +212,8 @@ class RedisBulkWriter:
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 10.0, chunk: int = 2000):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
                                            socket_connect_timeout=timeout_seconds)
-        self.history_length, self.ttl_seconds, self.prefix, self.chunk = history_length, ttl_seconds, prefix, chunk
+        self.history_length, self.ttl_seconds, self.chunk = history_length, ttl_seconds, chunk
+        self.prefix = check_prefix(prefix)
 
     def write(self, histories: dict[str, list[Behaviour]], user_features: dict[str, dict[str, str]]) -> int:
         """Replaces each user's history (oldest first) and features; returns the number of users."""
@@ -198,3 +233,225 @@ class RedisBulkWriter:
 
     def close(self) -> None:
         self.client.close()
+
+
+# Replies meaning "this node could not answer for this key" (down, slow, slot moved or not served):
+# the users concerned are degraded, never the batch.
+_NODE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.MovedError, redis.exceptions.AskError,
+                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError, OSError)
+
+
+def _user_write_commands(prefix: str, user_id: str, behaviours_oldest_first: list[Behaviour],
+                         history_length: int, ttl_seconds: int | None, replace: bool = False,
+                         features: dict[str, str] | None = None) -> list[tuple]:
+    """One user's MULTI ... EXEC (all its keys in one slot: the hash tag), as raw commands."""
+    key = history_key(prefix, user_id)
+    commands: list[tuple] = [("MULTI",)]
+    if replace:
+        commands.append(("DEL", key))
+    if behaviours_oldest_first:
+        commands.append(("LPUSH", key, *[encode_behaviour(b) for b in behaviours_oldest_first]))
+        commands.append(("LTRIM", key, 0, history_length - 1))
+        if ttl_seconds:
+            commands.append(("EXPIRE", key, ttl_seconds))
+    if features:
+        commands.append(("DEL", features_key(prefix, user_id)))
+        commands.append(("HSET", features_key(prefix, user_id), *[v for kv in features.items() for v in kv]))
+    commands.append(("EXEC",))
+    return commands
+
+
+def _check_transactions(commands: list[tuple], results: list) -> None:
+    """Raises the first error of a run of MULTI/EXEC blocks (a reply, or an error inside an EXEC)."""
+    for command, result in zip(commands, results):
+        if isinstance(result, Exception):
+            raise result
+        if command[0] == "EXEC":
+            if result is None:
+                raise redis.ResponseError("a transaction was aborted")
+            for inner in result:
+                if isinstance(inner, Exception):
+                    raise inner
+
+
+class RedisClusterFeatureStore:
+    """Async store over a Redis Cluster (`redis.asyncio.cluster.RedisCluster`; the URL names any node).
+
+    `fetch` groups the keys by the node that serves their slot and sends one pipeline per node,
+    concurrently, each under its own timeout; the users of a node that fails (down, slow, a moved
+    slot) come back empty with `degraded=True`, everyone else is read normally. `append` sends one
+    MULTI/EXEC per user (its keys share a slot), one round trip per node, concurrently."""
+
+    def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
+                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
+                 on_undecodable: Callable[[], None] = lambda: None):
+        from redis.asyncio.cluster import RedisCluster
+
+        self.url = url
+        self.on_undecodable = on_undecodable
+        self.history_length = history_length
+        self.ttl_seconds = ttl_seconds
+        self.prefix = check_prefix(prefix)
+        self.timeout = timeout_seconds
+        # Under the batcher's own bound on the whole fetch (the same timeout), so that a slow node
+        # costs its users, not the batch.
+        self.node_timeout = 0.8 * timeout_seconds
+        # require_full_coverage=False: with one master down the client still serves the other slots.
+        self.client = RedisCluster.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+            require_full_coverage=False, health_check_interval=30)
+        self._refresh: asyncio.Task | None = None
+        self._refreshed = float("-inf")
+
+    async def _nodes_of(self, keys: list[str]):
+        """node name -> (node, [indices into keys]); keys of a slot no node serves are under None."""
+        await self.client.initialize()
+        groups: dict = {}
+        manager = self.client.nodes_manager
+        for i, key in enumerate(keys):
+            try:
+                node = manager.get_node_from_slot(self.client.keyslot(key))
+            except redis.exceptions.SlotNotCoveredError:
+                node = None
+            groups.setdefault(node.name if node else None, (node, []))[1].append(i)
+        return groups
+
+    def _refresh_topology(self) -> None:
+        """Re-reads the slot map in the background (after a moved slot or an unreachable node), one at
+        a time and at most once a second."""
+        now = time.monotonic()
+        if (self._refresh is None or self._refresh.done()) and now - self._refreshed >= 1.0:
+            self._refreshed = now
+            async def refresh():
+                try:
+                    await self.client.nodes_manager.initialize()
+                except Exception as error:  # the map stays as it was; tried again on the next failure
+                    log.debug("cluster topology refresh failed: %r", error)
+            self._refresh = asyncio.get_running_loop().create_task(refresh())
+
+    async def _node_pipeline(self, node, commands: list[tuple]) -> list:
+        """The replies (errors included, as exceptions) of one node's pipeline; raises if the node
+        cannot be reached or does not answer within the timeout."""
+        from redis.asyncio.cluster import PipelineCommand
+
+        if node is None:
+            raise redis.exceptions.SlotNotCoveredError("no cluster node serves these keys' slots")
+        queued = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
+        await asyncio.wait_for(node.execute_pipeline(queued), self.node_timeout)
+        return [c.result for c in queued]
+
+    async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
+        keys = []
+        for user_id in user_ids:
+            keys.append(history_key(self.prefix, user_id))
+            keys.append(features_key(self.prefix, user_id))
+        groups = await self._nodes_of(keys)
+        replies: list = [None] * len(keys)
+
+        async def read(node, indices):
+            commands = [("LRANGE", keys[i], 0, history_length - 1) if i % 2 == 0 else ("HGETALL", keys[i])
+                        for i in indices]
+            try:
+                results = await self._node_pipeline(node, commands)
+            except (Exception, asyncio.TimeoutError) as error:   # the node is down or slow
+                log.warning("cluster node %s unavailable, degrading %d keys: %r",
+                            node.name if node else "(none)", len(indices), error)
+                results = [redis.ConnectionError(str(error) or type(error).__name__)] * len(indices)
+            for i, result in zip(indices, results):
+                replies[i] = result
+
+        await asyncio.gather(*(read(node, indices) for node, indices in groups.values()))
+        states = []
+        refresh = False
+        for i in range(len(user_ids)):
+            raw_history, raw_features = replies[2 * i], replies[2 * i + 1]
+            if isinstance(raw_history, _NODE_ERRORS) or isinstance(raw_features, _NODE_ERRORS):
+                refresh = True
+                states.append(UserState(degraded=True))
+                continue
+            if isinstance(raw_history, Exception):
+                self.on_undecodable()
+                raw_history = []
+            if isinstance(raw_features, Exception):
+                self.on_undecodable()
+                raw_features = {}
+            states.append(UserState(decode_history(raw_history, self.on_undecodable),
+                                    decode_features(raw_features, self.on_undecodable)))
+        if refresh:
+            self._refresh_topology()
+        return states
+
+    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
+        grouped = _group_by_user(events)
+        users = list(grouped)
+        groups = await self._nodes_of([history_key(self.prefix, u) for u in users])
+
+        async def write(node, indices):
+            commands = [c for i in indices for c in _user_write_commands(
+                self.prefix, users[i], grouped[users[i]], self.history_length, self.ttl_seconds)]
+            try:
+                results = await self._node_pipeline(node, commands)
+            except Exception:
+                self._refresh_topology()
+                raise
+            _check_transactions(commands, results)
+
+        outcomes = await asyncio.gather(*(write(node, indices) for node, indices in groups.values()),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def ping(self) -> bool:
+        """True when at least one master answers: with a master down the others' users are still
+        served (theirs degraded), so the service stays ready."""
+        try:
+            await self.client.initialize()
+        except (redis.RedisError, OSError):
+            return False
+
+        async def one(node) -> bool:
+            try:
+                return bool(await asyncio.wait_for(node.execute_command("PING"), max(self.timeout, 0.5)))
+            except (Exception, asyncio.TimeoutError):
+                return False
+
+        answers = await asyncio.gather(*(one(node) for node in self.client.get_primaries()))
+        return any(answers)
+
+    async def close(self) -> None:
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+        await self.client.aclose()
+
+
+class RedisClusterBulkWriter(RedisBulkWriter):
+    """`RedisBulkWriter` against a Redis Cluster (`redis.cluster.RedisCluster`): per chunk, one
+    pipeline per node holding one MULTI/EXEC per user (a user's keys share a slot)."""
+
+    def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
+                 prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 10.0, chunk: int = 2000):
+        from redis.cluster import RedisCluster
+
+        self.prefix = check_prefix(prefix)
+        self.history_length, self.ttl_seconds, self.chunk = history_length, ttl_seconds, chunk
+        self.client = RedisCluster.from_url(url, socket_timeout=timeout_seconds,   # reads the slot map now
+                                            socket_connect_timeout=timeout_seconds)
+
+    def write(self, histories: dict[str, list[Behaviour]], user_features: dict[str, dict[str, str]]) -> int:
+        users = sorted(set(histories) | set(user_features))
+        for start in range(0, len(users), self.chunk):
+            by_node: dict = {}
+            for user_id in users[start:start + self.chunk]:
+                node = self.client.get_node_from_key(history_key(self.prefix, user_id))
+                by_node.setdefault(node.name, (node, []))[1].append(user_id)
+            for node, node_users in by_node.values():
+                commands = [c for user_id in node_users for c in _user_write_commands(
+                    self.prefix, user_id, (histories.get(user_id) or [])[-self.history_length:],
+                    self.history_length, self.ttl_seconds, replace=True, features=user_features.get(user_id))]
+                with self.client.get_redis_connection(node).pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    results = pipe.execute(raise_on_error=False)
+                _check_transactions(commands, results)
+        return len(users)

@@ -24,9 +24,10 @@ def stored_state(url: str, prefix: str = "sainet") -> tuple[dict, dict]:
     """Every user's history (oldest first) and features, read back with plain commands."""
     client = redis.Redis.from_url(url)
     try:
-        histories = {key.decode().split(":h:", 1)[1]: decode_history(client.lrange(key, 0, -1))
-                     for key in client.scan_iter(f"{prefix}:h:*")}
-        features = {key.decode().split(":u:", 1)[1]: {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        histories = {key.decode().split(":h:", 1)[1][1:-1]: decode_history(client.lrange(key, 0, -1))
+                     for key in client.scan_iter(f"{prefix}:h:*")}      # keys are <prefix>:h:{<user>}
+        features = {key.decode().split(":u:", 1)[1][1:-1]:
+                    {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
                     for key in client.scan_iter(f"{prefix}:u:*")}
     finally:
         client.close()

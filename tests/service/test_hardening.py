@@ -365,7 +365,7 @@ def test_seed_uses_the_service_prefix_and_url(model_root, redis_server, monkeypa
                  "--history-length", "6"]) == 0
     client = redis.Redis.from_url(redis_server.url)
     try:
-        assert client.exists("custom:h:u1") and not client.exists("sainet:h:u1")
+        assert client.exists(history_key("custom", "u1")) and not client.exists(history_key("sainet", "u1"))
     finally:
         client.close()
     with LiveServer(settings_for(model_root, redis_server.url, redis_prefix="custom")) as live:

@@ -222,3 +222,20 @@ def test_silent_server_times_out_instead_of_hanging():
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_a_users_keys_share_a_hash_tag_and_a_braced_prefix_is_rejected(redis_url):
+    from redis.crc import key_slot
+
+    assert history_key("sainet", "u1") == "sainet:h:{u1}" and features_key("sainet", "u1") == "sainet:u:{u1}"
+    users = ["u1", "a:b", "x{y", "x}y", "}", "}x", "~}x", "~", ""]
+    for user in users:
+        assert key_slot(history_key("p", user).encode()) == key_slot(features_key("p", user).encode())
+    assert len({history_key("p", user) for user in users}) == len(users)      # one to one
+    for prefix in ["a{b", "a}b"]:
+        with pytest.raises(ValueError, match="must not contain"):
+            RedisFeatureStore(redis_url, prefix=prefix)
+        with pytest.raises(ValueError, match="must not contain"):
+            RedisBulkWriter(redis_url, prefix=prefix)
+    [state] = run_with_store(redis_url, lambda store: store.fetch(["nobody"], 5))
+    assert state == UserState() and state.degraded is False      # a single server degrades per batch only
