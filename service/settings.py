@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     allow_scenario_change: bool = Field(False, description="load a new version even if it drops scenarios "
                                         "the serving one has")
     access_log: bool = Field(False, description="log every request line (the metrics count requests anyway)")
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_url(self):
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SAINET_REDIS_CLUSTER=true needs SAINET_REDIS_URL (redis://any-node:port); "
+                             "the embedded Redis is a single server")
+        return self
 
     @field_validator("admin_token", "write_token", mode="before")
     @classmethod

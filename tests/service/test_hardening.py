@@ -428,6 +428,8 @@ def test_an_exposed_bind_without_tokens_warns_loudly(caplog):
     assert not caplog.records
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("example.org")
     assert Settings(write_token="", admin_token=" ").write_token is None          # empty means unset
+    with pytest.raises(ValueError, match="SAINET_REDIS_URL"):
+        Settings(redis_cluster=True)
 
 
 # 14: the OpenAPI document ------------------------------------------------------------------------------
