@@ -123,7 +123,10 @@ class Core:
         store_class = RedisClusterFeatureStore if s.redis_cluster else RedisFeatureStore
         self.store = store_class(url, s.history_length, s.history_ttl_seconds, s.redis_prefix,
                                  timeout_seconds=s.redis_timeout_ms / 1000,
-                                 on_undecodable=self.metrics.undecodable_entries.inc)
+                                 on_undecodable=self.metrics.undecodable_entries.inc,
+                                 read_connections=s.redis_read_connections,
+                                 write_connections=s.redis_write_connections,
+                                 pool_timeout_seconds=s.redis_pool_timeout_ms / 1000)
         await self.models.reload()
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,

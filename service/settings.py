@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = embedded Redis")
     redis_cluster: bool = Field(False, description="SAINET_REDIS_URL names a node of a Redis Cluster")
     redis_timeout_ms: float = Field(50.0, description="timeout of every Redis call")
+    redis_read_connections: int = Field(64, gt=0, description="connections for /score's fetches and readiness "
+                                        "pings (a blocking pool)")
+    redis_write_connections: int = Field(32, gt=0, description="connections for /events writes, a pool of their "
+                                         "own so write bursts cannot starve scoring")
+    redis_pool_timeout_ms: float = Field(50.0, gt=0, description="longest wait for a free pooled connection")
     redis_prefix: str = "sainet"
     history_length: int = Field(50, description="behaviours kept per user in Redis")
     history_ttl_seconds: int | None = Field(None, description="expire idle histories after this long")

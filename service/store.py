@@ -152,19 +152,31 @@ def _group_by_user(events: Iterable[tuple[str, Behaviour]]) -> dict[str, list[Be
 
 
 class RedisFeatureStore:
-    """Async store over one Redis server (redis:// or rediss:// URLs, with password)."""
+    """Async store over one Redis server (redis:// or rediss:// URLs, with password).
+
+    Reads (/score's batch fetches, readiness pings) and writes (/events) use separate blocking
+    connection pools, so a burst of writers can hold every write connection without a read ever
+    waiting for one; a full pool waits up to `pool_timeout_seconds`, then fails that call only."""
 
     def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
-                 on_undecodable: Callable[[], None] = lambda: None):
+                 on_undecodable: Callable[[], None] = lambda: None, read_connections: int = 64,
+                 write_connections: int = 32, pool_timeout_seconds: float | None = None):
         self.url = url
         self.on_undecodable = on_undecodable
         self.history_length = history_length
         self.ttl_seconds = ttl_seconds
         self.prefix = check_prefix(prefix)
-        self.client = aredis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
-            retry_on_timeout=False, health_check_interval=30)
+        wait = timeout_seconds if pool_timeout_seconds is None else pool_timeout_seconds
+
+        def client(connections: int) -> aredis.Redis:
+            pool = aredis.BlockingConnectionPool.from_url(
+                url, max_connections=connections, timeout=wait, socket_timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds, retry_on_timeout=False, health_check_interval=30)
+            return aredis.Redis(connection_pool=pool)
+
+        self.client = client(read_connections)
+        self.write_client = client(write_connections)
 
     async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -190,7 +202,7 @@ class RedisFeatureStore:
         return states
 
     async def append(self, events: list[tuple[str, Behaviour]]) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with self.write_client.pipeline(transaction=True) as pipe:
             for user_id, behaviours in _group_by_user(events).items():
                 _queue_append(pipe, self.prefix, user_id, behaviours, self.history_length, self.ttl_seconds)
             await pipe.execute()
@@ -203,6 +215,9 @@ class RedisFeatureStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.write_client.aclose()
+        await self.client.connection_pool.disconnect()
+        await self.write_client.connection_pool.disconnect()
 
 
 class RedisBulkWriter:
@@ -284,7 +299,8 @@ class RedisClusterFeatureStore:
 
     def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
-                 on_undecodable: Callable[[], None] = lambda: None):
+                 on_undecodable: Callable[[], None] = lambda: None, read_connections: int = 64,
+                 write_connections: int = 32, pool_timeout_seconds: float | None = None):
         from redis.asyncio.cluster import RedisCluster
 
         self.url = url
@@ -299,7 +315,8 @@ class RedisClusterFeatureStore:
         # require_full_coverage=False: with one master down the client still serves the other slots.
         self.client = RedisCluster.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
-            require_full_coverage=False, health_check_interval=30)
+            require_full_coverage=False, health_check_interval=30,
+            max_connections=read_connections + write_connections)   # per node
         self._refresh: asyncio.Task | None = None
         self._refreshed = float("-inf")
 

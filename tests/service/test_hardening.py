@@ -493,3 +493,31 @@ def test_a_stuck_inference_answers_503_by_the_deadline(model_root, redis_server,
 def test_scores_are_still_finite_after_all_that(service):
     answer = httpx.post(f"{service.url}/score", json=GOOD, timeout=10).json()
     assert np.isfinite(answer["scores"]).all()
+
+
+# Issue 13 (part): /events bursts cannot starve /score of Redis connections ----------------------------
+
+def test_a_burst_of_blocked_writers_degrades_no_score(service, redis_server):
+    """Writes are paused in Redis (CLIENT PAUSE WRITE), so 150 concurrent /events hold or wait for
+    connections; reads still run. Scoring draws on a pool of its own and is never degraded."""
+    admin = redis.Redis.from_url(redis_server.url)
+
+    async def fire():
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
+        async with httpx.AsyncClient(base_url=service.url, timeout=30, limits=limits) as http:
+            event = {"user_id": "burst", "item_id": "i1", "scenario": "home"}
+            writers = [asyncio.create_task(http.post("/events", json=event)) for _ in range(150)]
+            await asyncio.sleep(0.3)           # the writers hold every write connection now
+            scores = await asyncio.gather(*[http.post("/score", json={**GOOD, "user_id": f"u{i}"})
+                                            for i in range(32)])
+            return scores, await asyncio.gather(*writers)
+
+    try:
+        admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        scores, writes = asyncio.run(fire())
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+    assert [s.status_code for s in scores] == [200] * 32
+    assert not any(s.json()["degraded"] for s in scores), [s.json() for s in scores]
+    assert {w.status_code for w in writes} <= {200, 503}
