@@ -12,7 +12,9 @@ import pytest
 from export.onnx_export import export_run
 from model.data.datasets import DataOptions, prepare_dataset
 from model.train import TrainConfig, train_model
+from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
+from service.testing import LiveServer, free_port
 
 HISTORY = 6
 
@@ -58,3 +60,19 @@ def settings_for():
                       intra_op_threads=1, max_wait_us=5000)
         return Settings(**{**values, **overrides})
     return make
+
+
+@pytest.fixture()
+def redis_server():
+    """A Redis server of the test's own (tests may stop or pause it)."""
+    server = EmbeddedRedis(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def service(model_root, redis_server, settings_for):
+    """The service on a real uvicorn (the service's own limits) in front of `redis_server`."""
+    with LiveServer(settings_for(model_root, redis_server.url)) as live:
+        yield live

@@ -24,20 +24,6 @@ from service.settings import Settings
 from service.store import Behaviour, RedisBulkWriter
 from service.testing import LiveServer, free_port
 
-@pytest.fixture()
-def redis_server():
-    server = EmbeddedRedis(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def service(model_root, redis_server, settings_for):
-    with LiveServer(settings_for(model_root, redis_server.url)) as live:
-        yield live
-
-
 def score(client: httpx.Client, user="u1", scenario="home", candidates=("i1", "i2", "i3"), **extra):
     return client.post("/score", json={"user_id": user, "scenario": scenario, "candidates": list(candidates),
                                        **extra})

@@ -23,7 +23,6 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.embedded_redis import EmbeddedRedis
 from service.errors import ArtifactError, DeadlineExceeded, Forbidden, InvalidInput, Overloaded, Unauthenticated
 from service.http_errors import error_body, status_of
 from service.server import is_loopback, warn_if_exposed
@@ -32,20 +31,6 @@ from service.store import features_key, history_key
 from service.testing import LiveServer, free_port
 
 GOOD = {"user_id": "u1", "scenario": "home", "candidates": ["i1", "i2"]}
-
-
-@pytest.fixture()
-def redis_server():
-    server = EmbeddedRedis(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def service(model_root, redis_server, settings_for):
-    with LiveServer(settings_for(model_root, redis_server.url)) as live:
-        yield live
 
 
 def metric(base_url: str, name: str, **labels) -> float:
