@@ -151,7 +151,20 @@ def _group_by_user(events: Iterable[tuple[str, Behaviour]]) -> dict[str, list[Be
     return grouped
 
 
-class RedisFeatureStore:
+class _StoreSettings:
+    """What both async stores keep: where, how much history, which TTL and prefix, and whom to tell
+    about an entry that does not decode."""
+
+    def __init__(self, url: str, history_length: int, ttl_seconds: int | None, prefix: str,
+                 on_undecodable: Callable[[], None]):
+        self.url = url
+        self.on_undecodable = on_undecodable
+        self.history_length = history_length
+        self.ttl_seconds = ttl_seconds
+        self.prefix = check_prefix(prefix)
+
+
+class RedisFeatureStore(_StoreSettings):
     """Async store over one Redis server (redis:// or rediss:// URLs, with password).
 
     Reads (/score's batch fetches, readiness pings) and writes (/events) use separate blocking
@@ -162,11 +175,7 @@ class RedisFeatureStore:
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
                  on_undecodable: Callable[[], None] = lambda: None, read_connections: int = 64,
                  write_connections: int = 32, pool_timeout_seconds: float | None = None):
-        self.url = url
-        self.on_undecodable = on_undecodable
-        self.history_length = history_length
-        self.ttl_seconds = ttl_seconds
-        self.prefix = check_prefix(prefix)
+        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable)
         wait = timeout_seconds if pool_timeout_seconds is None else pool_timeout_seconds
 
         def client(connections: int) -> aredis.Redis:
@@ -289,7 +298,7 @@ def _check_transactions(commands: list[tuple], results: list) -> None:
                     raise inner
 
 
-class RedisClusterFeatureStore:
+class RedisClusterFeatureStore(_StoreSettings):
     """Async store over a Redis Cluster (`redis.asyncio.cluster.RedisCluster`; the URL names any node).
 
     `fetch` groups the keys by the node that serves their slot and sends one pipeline per node,
@@ -303,11 +312,7 @@ class RedisClusterFeatureStore:
                  write_connections: int = 32, pool_timeout_seconds: float | None = None):
         from redis.asyncio.cluster import RedisCluster
 
-        self.url = url
-        self.on_undecodable = on_undecodable
-        self.history_length = history_length
-        self.ttl_seconds = ttl_seconds
-        self.prefix = check_prefix(prefix)
+        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable)
         self.timeout = timeout_seconds
         # Under the batcher's own bound on the whole fetch (the same timeout), so that a slow node
         # costs its users, not the batch.
