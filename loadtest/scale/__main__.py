@@ -1,0 +1,5 @@
+import sys
+
+from loadtest.scale import main
+
+sys.exit(main())
