@@ -2,8 +2,8 @@
 nginx (deploy/nginx/nginx.conf), and the feature store's batch fetch on a three-master Redis Cluster
 against one Redis.
 
-    python -m loadtest.scale --model-dir artifacts --out docs/bench/scale          # about 6 minutes
-    python -m loadtest.scale --model-dir artifacts --out /tmp/scale --quick        # about 1.5 minutes
+    python -m loadtest.scale --model-dir artifacts --out docs/bench/scale          # 5-7 minutes
+    python -m loadtest.scale --model-dir artifacts --out /tmp/scale --quick        # 1.5-2.5 minutes
 
 Writes OUT/scale.json, OUT/scale.md, OUT/scale.png and the child processes' logs under OUT/logs.
 """

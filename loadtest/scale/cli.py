@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, type=Path,
                         help="model root (<root>/<name>/<version>), a name directory or a version directory")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--quick", action="store_true", help="short runs (about 1.5 minutes instead of 6)")
+    parser.add_argument("--quick", action="store_true", help="short runs (1.5-2.5 minutes instead of 5-7)")
     parser.add_argument("--cpus", help="the two replicas' CPUs, A,B (default: the first two this process may use)")
     parser.add_argument("--load-cpus", help="CPUs of the load generator, nginx and Redis (default: the CPUs left "
                                             "after the replicas', unpinned when none is left)")
