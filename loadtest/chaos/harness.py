@@ -694,6 +694,7 @@ def scenario_events(env: Env, service: Service, body_format: str | None, event_i
 def probe_events(env: Env, service: Service) -> tuple[str | None, str, dict]:
     """(body format the service accepts: "list" or "object" ({"events": [...]}), event_id support,
     the probe's answers). Support is "deduplicated", "accepted, not deduplicated" or "not supported"."""
+    import urllib.error
     import urllib.request
 
     from service.store import history_key
@@ -706,8 +707,6 @@ def probe_events(env: Env, service: Service) -> tuple[str | None, str, dict]:
                 return answer.status
         except urllib.error.HTTPError as error:
             return error.code
-
-    import urllib.error
 
     event = {"user_id": "probe-format", "item_id": env.items[0], "scenario": env.scenarios[0], "timestamp": 1.0}
     answers = {}
