@@ -75,16 +75,54 @@ def _parse_model_options(model_name: str, pairs: list[str]) -> dict:
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     import time
 
-    from model.data.datasets import prepare_dataset
-
     started = time.perf_counter()
-    data = prepare_dataset(_data_options(args))
-    data.save(Path(args.out))
-    sizes = {name: len(split) for name, split in data.splits.items()}
-    print(json.dumps({"out": args.out, "examples": sizes, "scenarios": data.schema.scenarios,
-                      "vocab_sizes": data.schema.vocab_sizes,
+    if args.engine == "memory":
+        from model.data.datasets import prepare_dataset
+
+        data = prepare_dataset(_data_options(args))
+        data.save(Path(args.out))
+        summary = {"examples": {name: len(split) for name, split in data.splits.items()},
+                   "scenarios": data.schema.scenarios, "vocab_sizes": data.schema.vocab_sizes}
+    else:
+        from model.data.engines import EngineOptions, prepare_to_directory
+
+        engine = EngineOptions(engine=args.engine, memory_limit=args.memory_limit, temp_dir=args.temp_dir,
+                               threads=args.engine_threads, spark_master=args.spark_master,
+                               shard_rows=args.shard_rows)
+        summary = prepare_to_directory(_data_options(args), Path(args.out), engine)
+        summary = {key: summary[key] for key in ("engine", "examples", "scenarios", "vocab_sizes")}
+    print(json.dumps({"out": args.out, **summary, "seconds": round(time.perf_counter() - started, 2)},
+                     indent=2))
+    return 0
+
+
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    import time
+
+    from model.data.synthetic import write_synthetic_log
+
+    if args.dataset != "synthetic":
+        raise ValueError(f"`data generate` generates the synthetic dataset only, not {args.dataset!r}")
+    started = time.perf_counter()
+    config = _data_options(args).synthetic
+    shards = write_synthetic_log(config, Path(args.out), chunk_users=args.chunk_users)
+    print(json.dumps({"out": args.out, "shards": len(shards), "users": config.users,
+                      "events": config.users * config.events_per_user,
                       "seconds": round(time.perf_counter() - started, 2)}, indent=2))
     return 0
+
+
+def _load_prepared(path: str):
+    """A prepared folder (`sainet data prepare`) and the data options it records."""
+    from model.data.examples import PreparedData
+    from model.train import data_options_from_dict
+
+    folder = Path(path)
+    if not (folder / "schema.json").exists():
+        raise FileNotFoundError(f"{folder} has no schema.json; is it a `sainet data prepare` folder?")
+    manifest = folder / "prepared.json"
+    recorded = json.loads(manifest.read_text()).get("data_options") if manifest.exists() else None
+    return PreparedData.load(folder), data_options_from_dict(recorded)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -95,8 +133,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("embed_dim", "blocks", "heads", "gamma"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    options = _data_options(args)
-    data = prepare_dataset(options)
+    if args.prepared:
+        data, options = _load_prepared(args.prepared)
+    else:
+        options = _data_options(args)
+        data = prepare_dataset(options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                          threads=args.threads, max_train_examples=args.max_train_examples,
@@ -225,7 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = data.add_parser("prepare", help="write processed splits, feature schema and vocabularies")
     _add_data_arguments(prepare)
     prepare.add_argument("--out", required=True, help="output folder")
+    prepare.add_argument("--engine", choices=["duckdb", "spark", "memory"], default="duckdb",
+                         help="duckdb (default: embedded, out-of-core), spark (a cluster, or local[N]) or "
+                              "memory (pandas, the whole log in memory)")
+    prepare.add_argument("--memory-limit", help="duckdb: memory limit, e.g. 4GB (it spills to disk beyond it)")
+    prepare.add_argument("--temp-dir", help="where the engine spills and keeps its working tables")
+    prepare.add_argument("--engine-threads", type=int, help="duckdb: threads (default: all cores)")
+    prepare.add_argument("--spark-master", help="spark: master URL, e.g. local[2] (default: spark-submit's)")
+    prepare.add_argument("--shard-rows", type=int, default=1_000_000, help="duckdb: examples per output shard")
     prepare.set_defaults(handler=cmd_data_prepare)
+
+    generate = data.add_parser("generate", help="write the synthetic canonical log as parquet shards, chunk by chunk")
+    _add_data_arguments(generate)
+    generate.add_argument("--chunk-users", type=int, default=50_000,
+                          help="users per chunk and shard (a log of at most this many users is exactly "
+                               "`--dataset synthetic`'s)")
+    generate.add_argument("--out", required=True, help="output folder (DIR/part-*.parquet)")
+    generate.set_defaults(handler=cmd_data_generate)
 
     train = commands.add_parser("train", help="train a model with early stopping on validation AUC")
     _add_data_arguments(train)
@@ -250,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gamma", type=float, help="STM scaling factor")
     train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model config field, e.g. sie_residual=true")
+    train.add_argument("--prepared", help="train on a prepared folder (`sainet data prepare`) instead of the "
+                                          "data options")
     train.add_argument("--out", required=True, help="run directory")
     train.set_defaults(handler=cmd_train)
 

@@ -70,9 +70,24 @@ class PreparedData:
         out_dir = Path(out_dir)
         schema = FeatureSchema.load(out_dir / "schema.json")
         vocabularies = {p.stem: Vocabulary.load(p) for p in sorted((out_dir / "vocab").glob("*.json"))}
-        splits = {name: _examples_from_table(pq.read_table(out_dir / f"{name}.parquet"), schema)
+        splits = {name: _examples_from_table(read_split_table(out_dir / f"{name}.parquet"), schema)
                   for name in SPLITS}
         return cls(schema, vocabularies, splits, pd.read_parquet(out_dir / "item_features.parquet"))
+
+
+def split_shards(path: Path) -> list[Path]:
+    """A split's parquet files in order: the file itself, or the shards of a folder (engine output)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
+    return [path]
+
+
+def read_split_table(path: Path) -> pa.Table:
+    shards = split_shards(path)
+    if not shards:
+        raise FileNotFoundError(f"{path} holds no parquet shards")
+    return pa.concat_tables([pq.read_table(p) for p in shards])
 
 
 def assign_splits(frame: pd.DataFrame, method: SplitMethod, seed: int) -> np.ndarray:

@@ -98,15 +98,32 @@ def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None 
     return InteractionLog(frame, features, scenario_order)
 
 
-def read_log_file(path: Path) -> pd.DataFrame:
-    """Reads a canonical log from parquet or CSV (a directory holding interactions.parquet|csv works too)."""
+def log_files(path: Path) -> list[Path]:
+    """The files of a canonical log, in log order: a parquet/CSV file; a folder holding
+    interactions.parquet|csv; or a folder of shards (`part-*.parquet`, else every `*.parquet`,
+    else every `*.csv`), read in name order."""
     path = Path(path)
-    if path.is_dir():
-        candidates = [path / "interactions.parquet", path / "interactions.csv"]
-        found = [p for p in candidates if p.exists()]
-        if not found:
-            raise FileNotFoundError(f"{path} holds neither interactions.parquet nor interactions.csv")
-        path = found[0]
+    if not path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"interaction log {path} does not exist")
+        return [path]
+    for name in ("interactions.parquet", "interactions.csv"):
+        if (path / name).exists():
+            return [path / name]
+    for pattern in ("part-*.parquet", "*.parquet", "*.csv"):
+        shards = sorted(p for p in path.glob(pattern) if not p.name.startswith((".", "_")))
+        if shards:
+            return shards
+    raise FileNotFoundError(f"{path} holds neither interactions.parquet|csv nor parquet/CSV shards")
+
+
+def read_log_file(path: Path) -> pd.DataFrame:
+    """Reads a canonical log from parquet or CSV (a directory holding interactions.parquet|csv, or a
+    folder of shards, works too)."""
+    files = log_files(path)
+    if len(files) > 1:
+        return pd.concat([read_log_file(f) for f in files], ignore_index=True)
+    path = files[0]
     if not path.exists():
         raise FileNotFoundError(f"interaction log {path} does not exist")
     if path.suffix == ".parquet":

@@ -12,10 +12,14 @@ scenario tags are for. The true probability is kept per example (`oracle_prob`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from model.data.logs import InteractionLog, validate_log
 
@@ -37,13 +41,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate_synthetic(config: SyntheticConfig) -> pd.DataFrame:
+def _item_world(config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Every item's topic and bias: drawn first, from the master stream, shared by every user chunk."""
     if not 0.0 <= config.divergence <= 1.0:
         raise ValueError("divergence must lie in [0, 1]")
-    rng = np.random.default_rng(config.seed)
-    u, s, t, k = config.users, config.scenarios, config.events_per_user, config.topics
-    item_topic = rng.integers(0, k, size=config.items)
+    item_topic = rng.integers(0, config.topics, size=config.items)
     item_bias = rng.normal(0.0, 0.5, size=config.items)
+    return item_topic, item_bias
+
+
+def _user_events(config: SyntheticConfig, rng: np.random.Generator, item_topic: np.ndarray,
+                 item_bias: np.ndarray, first_user: int, users: int) -> pd.DataFrame:
+    """The events of users first_user .. first_user + users - 1, drawn from `rng`."""
+    u, s, t, k = users, config.scenarios, config.events_per_user, config.topics
     scenario_bias = np.linspace(-0.4, 0.4, s)
     base = rng.normal(size=(u, k))
     specific = rng.normal(size=(u, s, k))
@@ -61,13 +71,49 @@ def generate_synthetic(config: SyntheticConfig) -> pd.DataFrame:
     timestamp = np.cumsum(rng.exponential(3600.0, size=(u, t)), axis=1).round() + 1_600_000_000
 
     return pd.DataFrame({
-        "user_id": np.char.add("u", user_index.reshape(-1).astype(str)),
+        "user_id": np.char.add("u", (user_index.reshape(-1) + first_user).astype(str)),
         "item_id": np.char.add("i", item.reshape(-1).astype(str)),
         "scenario": np.char.add("s", scenario.reshape(-1).astype(str)),
         "timestamp": timestamp.reshape(-1).astype(np.int64),
         "label": label.reshape(-1).astype(np.int8),
         "oracle_prob": prob.reshape(-1).astype(np.float32),
     })
+
+
+def generate_synthetic(config: SyntheticConfig) -> pd.DataFrame:
+    rng = np.random.default_rng(config.seed)
+    item_topic, item_bias = _item_world(config, rng)
+    return _user_events(config, rng, item_topic, item_bias, 0, config.users)
+
+
+def generate_synthetic_chunks(config: SyntheticConfig, chunk_users: int = 50_000) -> Iterator[pd.DataFrame]:
+    """The same world, `chunk_users` users at a time, so that memory stays bounded at any size.
+
+    Chunk 0 continues the master stream, so a log of at most `chunk_users` users is exactly
+    `generate_synthetic(config)`; chunk c > 0 draws its users from the stream seeded (seed, c).
+    """
+    if chunk_users < 1:
+        raise ValueError("chunk_users must be at least 1")
+    rng = np.random.default_rng(config.seed)
+    item_topic, item_bias = _item_world(config, rng)
+    for chunk, first_user in enumerate(range(0, config.users, chunk_users)):
+        chunk_rng = rng if chunk == 0 else np.random.default_rng([config.seed, chunk])
+        yield _user_events(config, chunk_rng, item_topic, item_bias, first_user,
+                           min(chunk_users, config.users - first_user))
+
+
+def write_synthetic_log(config: SyntheticConfig, out_dir: Path, chunk_users: int = 50_000) -> list[Path]:
+    """Writes the canonical log as parquet shards `out_dir/part-NNNNN.parquet`, one per user chunk."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("part-*.parquet"):
+        stale.unlink()
+    paths = []
+    for chunk, frame in enumerate(generate_synthetic_chunks(config, chunk_users)):
+        path = out_dir / f"part-{chunk:05d}.parquet"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=1 << 20)
+        paths.append(path)
+    return paths
 
 
 def load_synthetic(synthetic: SyntheticConfig | None = None, **_) -> InteractionLog:

@@ -1,0 +1,574 @@
+"""Out-of-core preparation: history building as one declarative SQL query, run by an existing engine.
+
+`sainet data prepare` runs the same query on DuckDB (embedded, the default: it spills to disk
+under `memory_limit`) or on Spark (`--engine spark`, for logs that need a cluster). Both read the
+canonical log (see `model.data.logs`) from parquet shards (or, DuckDB only, CSV) and write the
+prepared splits as parquet shards. The rules are those of `model.data.examples`, exactly, and the
+tests hold the two paths to the same examples:
+
+* total order: user (in order of first appearance in the log), then time, then the log's own order
+  (file name order, then row order within a file);
+* splits: `given`, `time` (global time order, first 80% train, next 10% valid), `leave-last-out`
+  (per user, its last distinct time tests, the one before validates), `random` (the same seeded
+  numpy permutation of the total order as the in-memory path);
+* vocabularies fit on the training split only, values in order of first appearance, index 0 padding,
+  1 out-of-vocabulary;
+* history of an example: the user's N most recent behaviours strictly before it, as
+  `list(item) FILTER (WHERE is_behaviour) OVER (PARTITION BY user ORDER BY behaviours_before
+  RANGE BETWEEN N PRECEDING AND 1 PRECEDING)`, where `behaviours_before` counts the user's
+  behaviours in the rows before (a window over rows would count non-behaviour rows, such as
+  sampled negatives, which share their positive's history and never enter one);
+  left-padded with 0 so that the most recent behaviour sits last.
+
+Layout of a prepared folder (streamable: shards of examples, histories as fixed-width list columns):
+
+    prepared.json                 format, engine, example counts, shards, the data options
+    schema.json, vocab/*.json     the feature schema and vocabularies (as the in-memory path)
+    item_features.parquet         raw item id -> raw item-side features, from the training split
+    train.parquet/part-NNNNN.parquet, valid.parquet/..., test.parquet/...
+        columns user_id, timestamp, item, scenario, label, hist_items [N], hist_scenarios [N],
+        one index column per feature, oracle_prob (synthetic); rows in the total order above
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model.data.examples import SPLIT_FRACTIONS
+from model.data.logs import RESERVED_COLUMNS, SPLITS, log_files
+from model.data.schema import OOV_INDEX, CategoricalFeature, FeatureSchema, Vocabulary
+from sainet.contract import FIRST_KNOWN_INDEX, MISSING_VALUE
+
+ENGINES = ("duckdb", "spark")
+PREPARED_FORMAT = "sainet-prepared/1"
+SHARD_ROWS = 1_000_000
+ROW_GROUP_ROWS = 65_536
+FILE_ORDER_SHIFT = 1 << 40       # log order = file index * 2^40 + row index within the file
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    engine: str = "duckdb"
+    memory_limit: str | None = None     # DuckDB `memory_limit`, e.g. "4GB" (it spills beyond it)
+    temp_dir: str | None = None         # where the engines spill and keep their working tables
+    threads: int | None = None          # DuckDB threads (default: all cores)
+    spark_master: str | None = None     # e.g. local[2], spark://host:7077; default: spark-submit's
+    shard_rows: int = SHARD_ROWS        # examples per output shard (DuckDB; Spark writes a shard per partition)
+
+
+# --------------------------------------------------------------------------- the two SQL dialects
+
+
+class _Dialect:
+    """The few spellings in which DuckDB and Spark SQL differ; everything else is one query."""
+
+    def q(self, name: str) -> str:
+        raise NotImplementedError
+
+    def behaviours(self, value: str, window: str) -> str:
+        """The behaviours' `value`s in the window frame, oldest first, as a list."""
+        raise NotImplementedError
+
+    def left_pad(self, values: str, width: int) -> str:
+        raise NotImplementedError
+
+    int_list = ""
+
+
+class _DuckDBDialect(_Dialect):
+    int_list = "INTEGER[]"
+
+    def q(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def behaviours(self, value: str, window: str) -> str:
+        return (f"COALESCE(list({value} ORDER BY _before) FILTER (WHERE is_behaviour) OVER {window}, "
+                f"[]::BIGINT[])")
+
+    def left_pad(self, values: str, width: int) -> str:
+        return f"list_reverse(list_resize(list_reverse({values}), {width}, 0))"
+
+
+class _SparkDialect(_Dialect):
+    int_list = "ARRAY<INT>"
+
+    def q(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def behaviours(self, value: str, window: str) -> str:
+        # collect_list skips the NULLs of non-behaviours; sorting on behaviours_before makes the
+        # order explicit rather than an accident of the frame's evaluation.
+        return (f"transform(array_sort(collect_list(CASE WHEN is_behaviour THEN "
+                f"named_struct('k', _before, 'v', {value}) END) OVER {window}), s -> s.v)")
+
+    def left_pad(self, values: str, width: int) -> str:
+        return f"concat(array_repeat(CAST(0 AS BIGINT), {width} - size({values})), {values})"
+
+
+def _raw_string(d: _Dialect, column: str, kind: str) -> str:
+    """A raw column as the in-memory path's strings (`as_raw_strings`): floats as integers."""
+    col = d.q(column)
+    if kind == "float":
+        return f"CAST(CAST({col} AS BIGINT) AS STRING)"
+    if kind == "bool":
+        return f"CASE WHEN {col} THEN 'True' WHEN NOT {col} THEN 'False' END"
+    return f"CAST({col} AS STRING)"
+
+
+def canonical_sql(d: _Dialect, kinds: dict[str, str], features: list[str], order_expr: str) -> str:
+    """The canonical log with normalised types (validation reads its NULLs) and its log order."""
+    columns = [f"{_raw_string(d, c, kinds[c])} AS {c}" for c in ("user_id", "item_id", "scenario")]
+    columns += ["TRY_CAST(timestamp AS DOUBLE) AS timestamp", "TRY_CAST(label AS DOUBLE) AS label"]
+    columns.append("CAST(is_behaviour AS BOOLEAN) AS is_behaviour" if "is_behaviour" in kinds
+                   else "TRY_CAST(label AS DOUBLE) = 1 AS is_behaviour")
+    if "split" in kinds:
+        columns.append("CAST(split AS STRING) AS split")
+    if "oracle_prob" in kinds:
+        columns.append("CAST(oracle_prob AS FLOAT) AS oracle_prob")
+    for name in features:
+        columns.append(f"COALESCE({_raw_string(d, name, kinds[name])}, '{MISSING_VALUE}') AS {d.q(name)}")
+    columns.append(f"{order_expr} AS _lo")
+    return "SELECT " + ", ".join(columns) + " FROM raw"
+
+
+def validation_sql(has_split: bool) -> str:
+    split_check = (f"SUM(CASE WHEN split IS NULL OR split NOT IN {tuple(SPLITS)} THEN 1 ELSE 0 END)"
+                   if has_split else "0")
+    return ("SELECT COUNT(*), "
+            "SUM(CASE WHEN user_id IS NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN item_id IS NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN scenario IS NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN timestamp IS NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN label IS NULL OR label NOT IN (0, 1) THEN 1 ELSE 0 END), "
+            f"{split_check} FROM canon")
+
+
+def distinct_per_sql(d: _Dialect, features: list[str], key: str) -> str:
+    counts = ", ".join(f"COUNT(DISTINCT {d.q(f)}) AS n{i}" for i, f in enumerate(features))
+    maxima = ", ".join(f"MAX(n{i})" for i in range(len(features)))
+    return f"SELECT {maxima} FROM (SELECT {counts} FROM canon GROUP BY {key}) t"
+
+
+ORDERED_SQL = """
+SELECT c.*, ROW_NUMBER() OVER (ORDER BY _user_first, timestamp, _lo) - 1 AS _row
+FROM (SELECT *, MIN(_lo) OVER (PARTITION BY user_id) AS _user_first FROM canon) c
+"""
+
+
+def split_sql(method: str, n: int) -> str:
+    cut_train = int(round(SPLIT_FRACTIONS[0] * n))
+    cut_valid = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
+    if method == "given":
+        return "SELECT *, split AS _split FROM ordered"
+    if method == "time":
+        return (f"SELECT *, CASE WHEN _t < {cut_train} THEN 'train' WHEN _t < {cut_valid} THEN 'valid' "
+                f"ELSE 'test' END AS _split FROM "
+                f"(SELECT *, ROW_NUMBER() OVER (ORDER BY timestamp, _lo) - 1 AS _t FROM ordered) o")
+    if method == "leave-last-out":
+        return ("SELECT *, CASE WHEN _t = 0 THEN 'test' WHEN _t = 1 THEN 'valid' ELSE 'train' END AS _split "
+                "FROM (SELECT *, DENSE_RANK() OVER (PARTITION BY user_id ORDER BY timestamp DESC) - 1 AS _t "
+                "FROM ordered) o")
+    if method == "random":
+        return "SELECT o.*, p._split FROM ordered o JOIN random_split p ON o._row = p._row"
+    raise ValueError(f"unknown split method {method!r}")
+
+
+def vocabulary_sql(d: _Dialect, column: str) -> str:
+    """Training-split values in order of first appearance -> index (first known index 2)."""
+    return (f"SELECT value, ROW_NUMBER() OVER (ORDER BY first_row) + {FIRST_KNOWN_INDEX - 1} AS idx FROM "
+            f"(SELECT {d.q(column)} AS value, MIN(_row) AS first_row FROM examples "
+            f"WHERE _split = 'train' GROUP BY {d.q(column)}) v")
+
+
+def history_sql(d: _Dialect, features: list[str], vocab_tables: dict[str, str], history_length: int,
+                has_oracle: bool) -> str:
+    """Encodes every example and builds its history: the declarative heart of the preparation."""
+    joins, encoded = [], []
+    for i, (column, output) in enumerate([("item_id", "item"), ("scenario", "scenario"),
+                                          *[(f, f) for f in features]]):
+        joins.append(f"LEFT JOIN {vocab_tables[column]} v{i} ON e.{d.q(column)} = v{i}.value")
+        encoded.append(f"COALESCE(v{i}.idx, {OOV_INDEX}) AS {d.q(output)}")
+    oracle = ", e.oracle_prob" if has_oracle else ""
+    return f"""
+WITH enc AS (
+    SELECT e._row, e._split, e.user_id, e.timestamp, e._lo, e.is_behaviour,
+           CAST(e.label AS FLOAT) AS label, {", ".join(encoded)}{oracle}
+    FROM examples e {" ".join(joins)}
+), counted AS (
+    SELECT *, COALESCE(SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) OVER (
+        PARTITION BY user_id ORDER BY timestamp, _lo ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+        AS _before
+    FROM enc
+)
+SELECT *, {d.behaviours("item", "w")} AS _hist_items, {d.behaviours("scenario", "w")} AS _hist_scenarios
+FROM counted
+WINDOW w AS (PARTITION BY user_id ORDER BY _before RANGE BETWEEN {history_length} PRECEDING AND 1 PRECEDING)
+"""
+
+
+def split_output_sql(d: _Dialect, split: str, features: list[str], history_length: int,
+                     has_oracle: bool) -> str:
+    columns = ["user_id", "timestamp", "item", "scenario", "label",
+               f"CAST({d.left_pad('_hist_items', history_length)} AS {d.int_list}) AS hist_items",
+               f"CAST({d.left_pad('_hist_scenarios', history_length)} AS {d.int_list}) AS hist_scenarios",
+               *[d.q(f) for f in features], *(["oracle_prob"] if has_oracle else [])]
+    return f"SELECT {', '.join(columns)} FROM prepared WHERE _split = '{split}' ORDER BY _row"
+
+
+def item_table_sql(d: _Dialect, item_features: list[str]) -> str:
+    columns = ", ".join(["item_id", *[d.q(f) for f in item_features]])
+    return (f"SELECT {columns} FROM (SELECT {columns}, _row, ROW_NUMBER() OVER (PARTITION BY item_id "
+            f"ORDER BY _row) AS _k FROM examples WHERE _split = 'train') t WHERE _k = 1 ORDER BY _row")
+
+
+# --------------------------------------------------------------------------- the engines
+
+
+def _kind(type_name: str) -> str:
+    name = type_name.upper()
+    if name.startswith(("DOUBLE", "FLOAT", "REAL", "DECIMAL")):
+        return "float"
+    if name.startswith("BOOLEAN"):
+        return "bool"
+    return "other"
+
+
+class _DuckDBEngine:
+    dialect = _DuckDBDialect()
+
+    def __init__(self, options: EngineOptions, work_dir: Path):
+        import duckdb
+
+        # A database file, so that the working tables live on disk under the buffer manager too.
+        self.con = duckdb.connect(str(work_dir / "prepare.duckdb"))
+        self.con.execute(f"SET temp_directory = '{work_dir / 'spill'}'")
+        self.con.execute("SET preserve_insertion_order = true")
+        if options.memory_limit:
+            self.con.execute(f"SET memory_limit = '{options.memory_limit}'")
+        if options.threads:
+            self.con.execute(f"SET threads = {int(options.threads)}")
+        self.shard_rows = options.shard_rows
+
+    def open_log(self, files: list[Path]) -> tuple[dict[str, str], str]:
+        """Registers the log as view/table `raw`; returns its column kinds and its log-order expression."""
+        paths = [str(p) for p in files]
+        if all(p.suffix == ".parquet" for p in files):
+            self.con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet({paths!r}, union_by_name = true, "
+                             f"filename = true, file_row_number = true)")
+            order = f"(list_position({paths!r}, filename) - 1) * {FILE_ORDER_SHIFT} + file_row_number"
+            hidden = {"filename", "file_row_number"}
+        elif all(p.suffix in (".csv", ".tsv") for p in files):
+            delim = "\\t" if files[0].suffix == ".tsv" else ","
+            sniffed = self.con.execute(f"DESCRIBE SELECT * FROM read_csv({paths!r}, delim = e'{delim}', "
+                                       f"union_by_name = true)").fetchall()
+            types = {c[0]: "VARCHAR" for c in sniffed if c[0] in ("user_id", "item_id", "scenario")}
+            # A table keeps the reader's order (insertion order is preserved): rowid is the log order.
+            self.con.execute(f"CREATE TABLE raw AS SELECT * FROM read_csv({paths!r}, delim = e'{delim}', "
+                             f"union_by_name = true, types = {types!r})")
+            order, hidden = "rowid", set()
+        else:
+            raise ValueError(f"the log's files must be all parquet or all CSV/TSV: {paths}")
+        described = self.con.execute("DESCRIBE SELECT * FROM raw").fetchall()
+        return {c[0]: _kind(c[1]) for c in described if c[0] not in hidden}, order
+
+    def materialize(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql}")
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+    def register_rows(self, name: str, rows: list[tuple], columns: list[str]) -> None:
+        frame = pd.DataFrame(rows, columns=columns)
+        self.con.register(f"{name}_frame", frame)
+        self.materialize(name, f"SELECT * FROM {name}_frame")
+
+    def register_parquet(self, name: str, path: Path) -> None:
+        self.materialize(name, f"SELECT * FROM read_parquet('{path}')")
+
+    def to_pandas(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+    def write_split(self, sql: str, out_dir: Path, history_length: int) -> None:
+        out_dir.mkdir(parents=True)
+        relation = self.con.sql(sql)
+        batch_rows = min(ROW_GROUP_ROWS, self.shard_rows)
+        # a stream of record batches, never the whole split (to_arrow_reader: DuckDB >= 1.4)
+        reader = (relation.to_arrow_reader(batch_rows) if hasattr(relation, "to_arrow_reader")
+                  else relation.fetch_arrow_reader(batch_rows))
+        writer, shard, room = None, 0, 0
+        for batch in reader:
+            table = _fixed_width(pa.Table.from_batches([batch]), history_length)
+            while table.num_rows:
+                if room == 0:
+                    if writer is not None:
+                        writer.close()
+                    writer = pq.ParquetWriter(out_dir / f"part-{shard:05d}.parquet", table.schema)
+                    shard, room = shard + 1, self.shard_rows
+                piece, table = table.slice(0, room), table.slice(room)
+                writer.write_table(piece, row_group_size=ROW_GROUP_ROWS)
+                room -= piece.num_rows
+        if writer is None:      # an empty split still gets one shard, so its schema is on disk
+            empty = _fixed_width(reader.schema.empty_table(), history_length)
+            pq.write_table(empty, out_dir / "part-00000.parquet")
+        else:
+            writer.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _fixed_width(table: pa.Table, width: int) -> pa.Table:
+    """History columns as fixed-size lists (every one holds exactly `width` indices)."""
+    for name in ("hist_items", "hist_scenarios"):
+        column = pc.cast(table[name], pa.list_(pa.int32(), width))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+class _SparkEngine:
+    dialect = _SparkDialect()
+
+    def __init__(self, options: EngineOptions, work_dir: Path, spark=None):
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError as error:    # pragma: no cover - depends on the install
+            raise ValueError("--engine spark needs pyspark: pip install 'sainet[spark]'") from error
+        self.owns_session = spark is None
+        if spark is None:
+            builder = SparkSession.builder.appName("sainet-prepare")
+            if options.spark_master:
+                builder = builder.master(options.spark_master)
+            spark = builder.getOrCreate()
+        self.spark = spark
+        self.cached = []
+
+    def open_log(self, files: list[Path]) -> tuple[dict[str, str], str]:
+        from pyspark.sql import functions as F
+
+        if not all(p.suffix == ".parquet" for p in files):
+            raise ValueError("the spark engine reads parquet logs (convert a CSV log with the duckdb engine's "
+                             "`COPY (FROM 'log.csv') TO 'log.parquet'`, or any tool)")
+        frame = self.spark.read.option("mergeSchema", "true").parquet(*[str(p) for p in files])
+        kinds = {field.name: _kind(field.dataType.simpleString()) for field in frame.schema.fields}
+        frame = frame.select("*", F.col("_metadata.file_path").alias("_file"),
+                             F.col("_metadata.row_index").alias("_file_row"))
+        # file_path is a URI of each file; in the order of the (name-sorted) files given
+        uris = sorted(row[0] for row in frame.select("_file").distinct().collect())
+        index = F.lit(0)
+        for i, uri in enumerate(uris):
+            index = F.when(F.col("_file") == uri, F.lit(i)).otherwise(index) if i else F.lit(0)
+        frame = frame.withColumn("_file_index", index.cast("bigint"))
+        frame.createOrReplaceTempView("raw")
+        return kinds, f"_file_index * {FILE_ORDER_SHIFT} + _file_row"
+
+    def materialize(self, name: str, sql: str) -> None:
+        from pyspark import StorageLevel
+
+        frame = self.spark.sql(sql).persist(StorageLevel.MEMORY_AND_DISK)
+        frame.count()
+        frame.createOrReplaceTempView(name)
+        self.cached.append(frame)
+
+    def rows(self, sql: str) -> list[tuple]:
+        return [tuple(row) for row in self.spark.sql(sql).collect()]
+
+    def register_rows(self, name: str, rows: list[tuple], columns: list[str]) -> None:
+        schema = ", ".join(f"{c} {'STRING' if c == 'value' else 'BIGINT'}" for c in columns)
+        self.spark.createDataFrame(rows, schema).createOrReplaceTempView(name)
+
+    def register_parquet(self, name: str, path: Path) -> None:
+        self.spark.read.parquet(str(path)).createOrReplaceTempView(name)
+
+    def to_pandas(self, sql: str) -> pd.DataFrame:
+        frame = self.spark.sql(sql)
+        return pd.DataFrame([tuple(r) for r in frame.collect()], columns=frame.columns)
+
+    def write_split(self, sql: str, out_dir: Path, history_length: int) -> None:
+        self.spark.sql(sql).write.mode("overwrite").parquet(str(out_dir))
+
+    def close(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+        for name in ("raw", "canon", "ordered", "examples", "prepared"):
+            self.spark.catalog.dropTempView(name)
+        if self.owns_session:
+            self.spark.stop()
+
+
+# --------------------------------------------------------------------------- the preparation
+
+
+def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history_length: int, split: str,
+                      split_seed: int, features: list[CategoricalFeature] | None = None,
+                      scenario_order: list[str] | None = None, engine: EngineOptions = EngineOptions(),
+                      data_options: dict | None = None, spark=None) -> dict:
+    """Prepares a canonical log held in `files` into `out_dir` (see the module docstring's layout).
+
+    `features` (with their sides) and `scenario_order` as an adapter declares them; None infers the
+    features from the log's extra columns and sorts the training split's scenarios, as
+    `validate_log` and `build_prepared_data` do. Returns the summary written to prepared.json.
+    """
+    if engine.engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine.engine!r}; choose from {ENGINES}")
+    if history_length < 1:
+        raise ValueError("history length must be at least 1")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        stale = out_dir / f"{name}.parquet"
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    work_dir = Path(tempfile.mkdtemp(prefix="sainet-prepare-", dir=engine.temp_dir))
+    runner = (_DuckDBEngine(engine, work_dir) if engine.engine == "duckdb"
+              else _SparkEngine(engine, work_dir, spark))
+    try:
+        summary = _prepare(runner, files, out_dir, work_dir, dataset, history_length, split, split_seed,
+                           features, scenario_order)
+    finally:
+        runner.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    summary = {"format": PREPARED_FORMAT, "engine": engine.engine, **summary, "data_options": data_options}
+    (out_dir / "prepared.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history_length: int, split: str,
+             split_seed: int, features: list[CategoricalFeature] | None,
+             scenario_order: list[str] | None) -> dict:
+    d = runner.dialect
+    kinds, order_expr = runner.open_log([Path(f) for f in files])
+    missing = [c for c in ("user_id", "item_id", "scenario", "timestamp", "label") if c not in kinds]
+    if missing:
+        raise ValueError(f"interaction log lacks required column(s) {missing}; "
+                         f"expected {['user_id', 'item_id', 'scenario', 'timestamp', 'label']}")
+    if features is not None:
+        undeclared = [f.name for f in features if f.name not in kinds]
+        if undeclared:
+            raise ValueError(f"declared feature {undeclared[0]!r} is not a column of the log")
+    names = [f.name for f in features] if features is not None else [c for c in kinds if c not in RESERVED_COLUMNS]
+    runner.materialize("canon", canonical_sql(d, kinds, names, order_expr))
+
+    n, *bad = runner.rows(validation_sql("split" in kinds))[0]
+    problems = ["column 'user_id' has missing values", "column 'item_id' has missing values",
+                "column 'scenario' has missing values", "column 'timestamp' must be numeric and complete",
+                "column 'label' must hold only 0 and 1", f"column 'split' must hold only {SPLITS}"]
+    for count, problem in zip(bad, problems):
+        if count:
+            raise ValueError(problem)
+    if split == "given" and "split" not in kinds:
+        raise ValueError("split 'given' needs a 'split' column in the log")
+    if features is None:
+        features = _infer_sides(runner, names)
+
+    runner.materialize("ordered", ORDERED_SQL)
+    if split == "random":
+        order = np.random.default_rng(split_seed).permutation(n)
+        labels = np.empty(n, dtype=object)
+        cut_train = int(round(SPLIT_FRACTIONS[0] * n))
+        cut_valid = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
+        labels[order[:cut_train]], labels[order[cut_train:cut_valid]], labels[order[cut_valid:]] = \
+            "train", "valid", "test"
+        path = work_dir / "random_split.parquet"
+        pq.write_table(pa.table({"_row": pa.array(np.arange(n, dtype=np.int64)),
+                                 "_split": pa.array(labels, pa.string()).dictionary_encode()}), path)
+        del order, labels
+        runner.register_parquet("random_split", path)
+    runner.materialize("examples", split_sql(split, n))
+    counts = dict(runner.rows("SELECT _split, COUNT(*) FROM examples GROUP BY _split"))
+    if not counts.get("train"):
+        raise ValueError("the training split is empty")
+
+    vocab_tables, vocabularies = {}, {}
+    for i, column in enumerate(["item_id", "scenario", *[f.name for f in features]]):
+        table = f"vocab_{i}"
+        if column == "scenario":
+            scenarios = scenario_order or sorted(r[0] for r in runner.rows(
+                "SELECT DISTINCT scenario FROM examples WHERE _split = 'train'"))
+            values = [str(s) for s in scenarios]
+            runner.register_rows(table, [(v, i + FIRST_KNOWN_INDEX) for i, v in enumerate(values)],
+                                 ["value", "idx"])
+        else:
+            runner.materialize(table, vocabulary_sql(d, column))
+            values = [r[0] for r in runner.rows(f"SELECT value FROM {table} ORDER BY idx")]
+        vocab_tables[column] = table
+        vocabularies[column] = Vocabulary(values)
+
+    schema = FeatureSchema(dataset=dataset, scenarios=list(vocabularies["scenario"].values),
+                           history_length=history_length, features=list(features),
+                           vocab_sizes={name: len(v) for name, v in vocabularies.items()})
+    has_oracle = "oracle_prob" in kinds
+    feature_names = [f.name for f in features]
+    runner.materialize("prepared", history_sql(d, feature_names, vocab_tables, history_length, has_oracle))
+    # request (user/context side) features first, then item side, as the in-memory tables hold them
+    output_features = [f.name for f in schema.request_features] + [f.name for f in schema.item_features]
+    for name in SPLITS:
+        runner.write_split(split_output_sql(d, name, output_features, history_length, has_oracle),
+                           out_dir / f"{name}.parquet", history_length)
+
+    (out_dir / "vocab").mkdir(exist_ok=True)
+    for stale in (out_dir / "vocab").glob("*.json"):
+        stale.unlink()
+    schema.save(out_dir / "schema.json")
+    for name, vocab in vocabularies.items():
+        vocab.save(out_dir / "vocab" / f"{name}.json")
+    item_table = runner.to_pandas(item_table_sql(d, [f.name for f in schema.item_features]))
+    item_table.astype(object).to_parquet(out_dir / "item_features.parquet", index=False)
+    shards = {name: sorted(p.name for p in (out_dir / f"{name}.parquet").glob("*.parquet")) for name in SPLITS}
+    return {"examples": {name: int(counts.get(name, 0)) for name in SPLITS}, "scenarios": schema.scenarios,
+            "vocab_sizes": schema.vocab_sizes, "history_length": history_length, "split": split,
+            "shards": shards}
+
+
+def _infer_sides(runner, names: list[str]) -> list[CategoricalFeature]:
+    """Item side if a column never varies within an item, else user side, else context."""
+    if not names:
+        return []
+    d = runner.dialect
+    per_item = runner.rows(distinct_per_sql(d, names, "item_id"))[0]
+    per_user = runner.rows(distinct_per_sql(d, names, "user_id"))[0]
+    return [CategoricalFeature(name, "item" if (i or 0) <= 1 else "user" if (u or 0) <= 1 else "context")
+            for name, i, u in zip(names, per_item, per_user)]
+
+
+def write_canonical_log(frame: pd.DataFrame, path: Path) -> Path:
+    """A validated log frame (an adapter's) as one parquet file, in its row order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), path,
+                   row_group_size=ROW_GROUP_ROWS * 4)
+    return path
+
+
+def prepare_to_directory(options, out_dir: Path, engine: EngineOptions = EngineOptions(), spark=None) -> dict:
+    """`sainet data prepare` with an engine: your own log is read where it lies; a built-in dataset's
+    adapter builds its canonical log (negatives sampled as always) and that log is prepared."""
+    from model.data.datasets import check_data_options, load_log
+
+    check_data_options(options)
+    recorded = dataclasses.asdict(options)
+    common = dict(dataset=options.dataset, history_length=options.history_length,
+                  split=options.resolved_split(), split_seed=options.split_seed, engine=engine,
+                  data_options=recorded, spark=spark)
+    if options.dataset == "logs":
+        return prepare_log_files(log_files(Path(options.data_dir)), out_dir, **common)
+    log = load_log(options)
+    work = Path(tempfile.mkdtemp(prefix="sainet-log-", dir=engine.temp_dir))
+    try:
+        path = write_canonical_log(log.frame, work / "log.parquet")
+        return prepare_log_files([path], out_dir, features=log.features, scenario_order=log.scenario_order,
+                                 **common)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Helpers of the engine tests: reduced copies of the shared datasets (the same restricted log then
+goes through both paths) and the exact comparison of two prepared datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.data.examples import PreparedData
+
+AMAZON_USERS_PER_FILE = 150
+MOVIELENS_RATINGS = 20_000      # ml-1m.inter is sorted by user: these lines are complete users
+
+
+def assert_same_prepared(expected: PreparedData, got: PreparedData, check_dataset: bool = True) -> None:
+    """Every example of every split equal, field by field and dtype by dtype; the same schema,
+    vocabularies and item feature table."""
+    if check_dataset:
+        assert got.schema == expected.schema
+    else:
+        assert got.schema.to_dict() | {"dataset": ""} == expected.schema.to_dict() | {"dataset": ""}
+    assert got.vocabularies == expected.vocabularies
+    for name, split in expected.splits.items():
+        other = got.splits[name]
+        for field, value in split.__dict__.items():
+            mine = getattr(other, field)
+            if value is None:
+                assert mine is None, f"{name}.{field}"
+                continue
+            assert mine.dtype == value.dtype, f"{name}.{field}: {mine.dtype} != {value.dtype}"
+            np.testing.assert_array_equal(mine, value, err_msg=f"{name}.{field}")
+    assert (got.item_feature_table.astype(object).to_dict("list")
+            == expected.item_feature_table.astype(object).to_dict("list"))
+
+
+@pytest.fixture(scope="session")
+def small_amazon_dir(amazon_dir, tmp_path_factory) -> Path:
+    """The Amazon folder with the first users of each sequence file (item and user lists whole)."""
+    out = tmp_path_factory.mktemp("reduced") / amazon_dir.name     # the name gives the scenario names
+    out.mkdir()
+    for path in amazon_dir.iterdir():
+        lines = path.read_text().splitlines(keepends=True)
+        keep = lines[:AMAZON_USERS_PER_FILE] if path.name.endswith("data_new.txt") else lines
+        (out / path.name).write_text("".join(keep))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_movielens_dir(movielens_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reduced") / movielens_dir.name
+    out.mkdir()
+    for path in movielens_dir.iterdir():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = lines[:MOVIELENS_RATINGS + 1] if path.suffix == ".inter" else lines
+        (out / path.name).write_text("".join(keep), encoding="utf-8")
+    return out
