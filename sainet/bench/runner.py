@@ -1,7 +1,9 @@
 """`sainet bench`: the service measured side by side with its own limits, in one invocation on one
 machine and one model (see docs/performance.md for how to read it).
 
-1. compute limit: raw ONNX Runtime requests/s for R requests x C candidates, in-process;
+1. compute limit: raw ONNX Runtime requests/s for R requests x C candidates, in-process, for each
+   precision the artifact holds, with its FLOPs counted from the graph and its GFLOP/s against the
+   core's fp32 FMA peak (`sainet.bench.flops`);
 2. framework floor: the same HTTP stack answering C zeros (no Redis, no model);
 3. the service end to end: max throughput (closed loop), the max sustainable rate (the highest
    open-loop rate it keeps up with), then p50/p99 at 25/50/75% of that rate (open loop);
@@ -202,7 +204,7 @@ def find_sustainable_rate(url: str, bodies_path: Path, cpu: int, closed_max: flo
 
 
 def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
-    from sainet.bench.compute import compute_limit
+    from sainet.bench.compute import compute_limits
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -219,10 +221,12 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
     own = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {server_cpu})
     try:
-        results["compute"] = compute_limit(artifact, config.candidates, config.history, config.batch_sizes,
-                                           threads=1, seconds_per_point=config.compute_seconds,
-                                           replicated_batch=config.replicated_batch,
-                                           precision=Settings().precision)   # what `sainet serve` will pick
+        # Every precision the artifact holds, each against the core's peak; the top level is the one
+        # `sainet serve` will pick, which the service's figures are held against.
+        results["compute"] = compute_limits(artifact, config.candidates, config.history, config.batch_sizes,
+                                            threads=1, seconds_per_point=config.compute_seconds,
+                                            replicated_batch=config.replicated_batch,
+                                            precision=Settings().precision)
     finally:
         os.sched_setaffinity(0, own)
 
@@ -285,6 +289,8 @@ def run_bench(model_dir: Path, out_dir: Path, config: BenchConfig) -> dict:
         "rss_mb": results["service"]["memory"]["peak_rss_mb"],
         "ratio_to_compute_limit": e2e / results["compute"]["max_requests_per_s"],
         "max_sustainable_rps": results["service"]["sustainable"]["rate"],
+        "fp32_fraction_of_peak": results["compute"]["fp32_fraction_of_peak"],
+        "int8_speedup_over_fp32": results["compute"]["int8_speedup_over_fp32"],
         "machine": machine(), "commit": git_commit(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "wall_seconds": time.perf_counter() - started,
     })
@@ -311,7 +317,8 @@ TARGETS = {"end-to-end throughput / framework floor": ("ratio_to_framework_floor
            "end-to-end throughput / naive baseline": ("speedup_vs_naive", ">=", 5.0),
            "replicated / shared history cost": ("shared_history_speedup", ">=", 5.0),
            "p99 at 50% of max sustainable rate (ms)": ("p99_ms_at_half_load", "<=", 30.0),
-           "service peak RSS (MB)": ("rss_mb", "<=", 400.0)}
+           "service peak RSS (MB)": ("rss_mb", "<=", 400.0),
+           "fp32 compute limit / core's fp32 FMA peak": ("fp32_fraction_of_peak", ">=", 0.7)}
 
 
 def markdown(r: dict) -> str:
@@ -325,7 +332,8 @@ def markdown(r: dict) -> str:
     for label, (key, op, target) in TARGETS.items():
         value = r[key]
         met = value is not None and (value >= target if op == ">=" else value <= target)
-        lines.append(f"| {label} | {value:.3g} | {op} {target:g} | {'yes' if met else 'no'} |")
+        shown = "n/a" if value is None else f"{value:.3g}"
+        lines.append(f"| {label} | {shown} | {op} {target:g} | {'yes' if met else 'no'} |")
     lines += ["", "| stage | requests/s | p50 ms | p99 ms | failed |", "|---|---|---|---|---|",
               f"| compute limit (ONNX Runtime, best of R = {c['batch_sizes']}) | "
               f"{r['compute']['max_requests_per_s']:.0f} | | | |"]
@@ -350,7 +358,61 @@ def markdown(r: dict) -> str:
               f"{rep['replicated_ms']:.2f} ms per run: {rep['speedup']:.1f}x.",
               f"Service memory: {r['service']['memory']['rss_mb']:.0f} MB RSS after the run, "
               f"{r['service']['memory']['peak_rss_mb']:.0f} MB peak.", ""]
+    lines += peak_markdown(r["compute"], c["candidates"], c["history"])
     return "\n".join(lines)
+
+
+def peak_markdown(compute: dict, candidates: int, history: int) -> list[str]:
+    """The compute limit of each precision against the core's peak (FLOPs counted from the graphs)."""
+    by_precision, peak = compute.get("by_precision"), compute.get("peak")
+    if not by_precision or not peak:
+        return []
+    ceiling = compute.get("gemm_ceiling", {})
+    lines = [f"## Compute limit against the core's peak (C = {candidates}, N = {history}, one thread)", "",
+             "| precision | serves | MFLOP per candidate | MFLOP per request: history / total | "
+             "best R | requests/s | GFLOP/s | of fp32 FMA peak | of ORT's one-MatMul ceiling |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, p in by_precision.items():
+        f = p.get("flops", {})
+        if "flops_per_candidate" not in f:
+            lines.append(f"| {name} | {'yes' if p['served'] else 'no'} | not counted: {f.get('error')} | | "
+                         f"{p['best_batch_requests']} | {p['max_requests_per_s']:.0f} | | | |")
+            continue
+        measured = p.get("fraction_of_measured_gemm")
+        lines.append(f"| {name} | {'yes' if p['served'] else 'no'} | {f['flops_per_candidate'] / 1e6:.4g} | "
+                     f"{f['flops_per_request_fixed'] / 1e6:.3g} / {f['flops_per_request'] / 1e6:.4g} | "
+                     f"{p['best_batch_requests']} | {p['max_requests_per_s']:.0f} | {p['achieved_gflops']:.1f} | "
+                     f"{p['fraction_of_fp32_peak']:.0%} | {'' if measured is None else f'{measured:.0%}'} |")
+    lines += ["", f"Peak: {peak['derivation']}.", ""]
+    if ceiling.get("fp32_gflops", 0) > peak["fp32_peak_gflops"]:
+        lines += [f"ONNX Runtime's measured fp32 MatMul ({ceiling['fp32_gflops']:.1f} GFLOP/s) exceeds that nominal "
+                  f"peak: the core runs above the {peak['ghz']:.3g} GHz reported ({peak['clock_source']}), so the "
+                  f"fraction of peak overstates; at least {ceiling['fp32_gflops'] / peak['fp32_flops_per_cycle']:.2f} "
+                  "GHz is implied (set SAINET_CPU_GHZ to the boost clock).", ""]
+    fp32 = by_precision.get("fp32", {}).get("flops", {})
+    if "macs_per_candidate" in fp32:
+        lines += [f"FLOPs are counted from each ONNX graph (`sainet.bench.flops`: MatMul/Gemm/Einsum and their "
+                  f"quantised forms, 2 per multiply-add, with shape inference at R x C x N); the per-candidate part "
+                  f"is the difference between C = {candidates} and C = {fp32['candidates_alt']}, the rest is per "
+                  f"request (the history). fp32: {fp32['macs_per_candidate']:,.0f} multiply-adds per candidate, "
+                  f"{fp32['macs_per_request_fixed']:,.0f} per request for the history.", ""]
+    int8 = by_precision.get("int8")
+    if int8 and "int8_gops" in int8:
+        kinds = int8["flops"]["by_kind"]
+        lines += [f"int8: {kinds['int8']['macs_per_request'] / int8['flops']['macs_per_request']:.1%} of its "
+                  f"multiply-adds run as int8 (MatMulInteger), the rest (activation x activation matmuls) in fp32. "
+                  f"Its GFLOP/s above are GFLOP-equivalents (the same arithmetic as fp32) held against the fp32 peak; "
+                  f"as int8 work it does {int8['int8_gops']:.1f} G int8 ops/s, "
+                  f"{int8['fraction_of_int8_nominal_peak']:.0%} of a {peak['int8_derivation']}.",
+                  f"int8 / fp32 compute limit: {compute['int8_speedup_over_fp32']:.2f}x.", ""]
+    if "shapes" in ceiling:
+        lines += ["ONNX Runtime's own ceiling on this core, one MatMul x [M, K] @ W [K, N] (int8: the same dynamic "
+                  "quantisation as the export):", "", "| M x K x N | fp32 GFLOP/s | int8 GFLOP-equivalent/s |",
+                  "|---|---|---|"]
+        for s in ceiling["shapes"]:
+            lines.append(f"| {s['m']} x {s['k']} x {s['n']} | {s['fp32_gflops']:.1f} | {s['int8_gflops']:.1f} |")
+        lines.append("")
+    return lines
 
 
 def plot(r: dict, path: Path) -> None:

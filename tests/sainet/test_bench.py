@@ -55,6 +55,9 @@ def test_bench_writes_every_figure(artifact_root, tmp_path, capsys):
     assert results["commit"] and results["rss_mb"] > 10
     table = (out / "bench.md").read_text()
     assert "framework floor" in table and "naive PyTorch" in table and "| met |" in table
+    fp32 = results["compute"]["by_precision"]["fp32"]
+    assert fp32["flops"]["macs_per_candidate"] > 0 and fp32["achieved_gflops"] > 0 and not fp32["flops"]["unresolved"]
+    assert results["compute"]["peak"]["fp32_peak_gflops"] > 0 and "Compute limit against the core's peak" in table
     assert (out / "latency_vs_load.png").stat().st_size > 1000
     assert not (out / ".bodies.json").exists()
 
