@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import DynamicBatcher, ScoreJob
+from service.breaker import CircuitBreaker
 from service.embedded_redis import EmbeddedRedis
 from service.errors import (
     DeadlineExceeded,
@@ -42,7 +43,7 @@ from service.metrics import ServiceMetrics
 from service.models import ModelManager
 from service.requests import RequestModels
 from service.settings import Settings
-from service.store import Behaviour, RedisClusterFeatureStore, RedisFeatureStore
+from service.store import Behaviour, NewEvent, RedisClusterFeatureStore, RedisFeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,14 @@ class RequestGuard:
     (declared or streamed) and 408 when it has not arrived `timeout_seconds` after the headers;
     then hands the app the buffered body. A slow or huge upload never reaches a handler."""
 
-    def __init__(self, app, max_bytes: int, timeout_seconds: float):
+    def __init__(self, app, max_bytes: int, timeout_seconds: float, on_refused=None):
         self.app, self.max_bytes, self.timeout = app, max_bytes, timeout_seconds
+        self.on_refused = on_refused      # a Counter labelled by status, or None
+
+    async def _refuse(self, send, error: ServiceError) -> None:
+        if self.on_refused is not None:
+            self.on_refused.labels(status=str(status_of(error)[0])).inc()
+        await send_error(send, error)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -70,7 +77,7 @@ class RequestGuard:
         too_large = PayloadTooLarge(f"request body over {self.max_bytes} bytes", "body")
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await send_error(send, too_large)
+            return await self._refuse(send, too_large)
         chunks, size = [], 0
         try:
             async with asyncio.timeout(self.timeout):
@@ -81,12 +88,12 @@ class RequestGuard:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_bytes:
-                        return await send_error(send, too_large)
+                        return await self._refuse(send, too_large)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            return await send_error(send, RequestTimeout(
+            return await self._refuse(send, RequestTimeout(
                 f"the request body did not arrive within {self.timeout:g} s", "body"))
         replayed = False
 
@@ -100,6 +107,57 @@ class RequestGuard:
         await self.app(scope, buffered_receive, send)
 
 
+DEADLINE_HEADER = b"x-request-timeout-ms"
+
+
+def request_budget(headers: list[tuple[bytes, bytes]], default_seconds: float) -> float:
+    """Seconds a /score request has to be answered: the client's `X-Request-Timeout-Ms`, capped by
+    SAINET_REQUEST_TIMEOUT_MS (which it defaults to)."""
+    raw = next((v for k, v in headers if k == DEADLINE_HEADER), None)
+    if raw is None:
+        return default_seconds
+    try:
+        milliseconds = float(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        milliseconds = float("nan")
+    if not 0 < milliseconds < float("inf"):     # NaN fails both
+        raise InvalidInput("X-Request-Timeout-Ms must be a positive number of milliseconds",
+                           "header.X-Request-Timeout-Ms")
+    return min(milliseconds / 1000, default_seconds)
+
+
+class AdmissionGate:
+    """ASGI middleware, outermost on POST /score: decides before the body is read or parsed whether
+    the request can be answered by its deadline (`DynamicBatcher.admission_refusal`), answers 429
+    at once when it cannot, and hands the route the deadline. Refusing here costs microseconds, so
+    an overloaded service still answers its refusals fast and keeps its goodput."""
+
+    def __init__(self, app, core: "Core"):
+        self.app, self.core = app, core
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/score" or scope["method"] != "POST" \
+                or self.core.batcher is None:
+            return await self.app(scope, receive, send)
+        arrived = time.perf_counter()
+        metrics = self.core.metrics
+        try:
+            budget = request_budget(scope["headers"], self.core.settings.request_timeout_ms / 1000)
+        except InvalidInput as error:
+            metrics.refused_before_handler.labels(status="422").inc()
+            return await send_error(send, error)
+        refusal = self.core.batcher.admission_refusal(budget)
+        if refusal is not None:
+            metrics.rejected.labels(reason=refusal).inc()
+            await send_error(send, Overloaded(
+                "the service cannot answer this request within its deadline now; retry shortly"
+                if refusal == "deadline_estimate" else "the scoring queue is full; retry shortly"))
+            metrics.rejection_latency.observe(time.perf_counter() - arrived)
+            return
+        scope.setdefault("state", {})["deadline"] = arrived + budget
+        await self.app(scope, receive, send)
+
+
 class Core:
     """Everything a request handler needs, opened and closed by the lifespan."""
 
@@ -110,6 +168,7 @@ class Core:
         self.embedded: EmbeddedRedis | None = None
         self.store: RedisFeatureStore | None = None
         self.batcher: DynamicBatcher | None = None
+        self.breaker: CircuitBreaker | None = None
         self.ready = False
         self._tasks: list[asyncio.Task] = []
 
@@ -126,19 +185,31 @@ class Core:
                                  on_undecodable=self.metrics.undecodable_entries.inc,
                                  read_connections=s.redis_read_connections,
                                  write_connections=s.redis_write_connections,
-                                 pool_timeout_seconds=s.redis_pool_timeout_ms / 1000)
+                                 pool_timeout_seconds=s.redis_pool_timeout_ms / 1000,
+                                 dedupe_seconds=s.event_dedupe_seconds)
+        self.breaker = CircuitBreaker(self.store.ping, failures_to_open=s.breaker_failures,
+                                      max_open_seconds=s.breaker_max_open_ms / 1000,
+                                      on_change=self._breaker_changed)
         await self.models.reload()
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,
-                                      redis_timeout_seconds=s.redis_timeout_ms / 1000)
+                                      redis_timeout_seconds=s.redis_timeout_ms / 1000,
+                                      max_fetches_in_flight=s.max_fetches_in_flight, breaker=self.breaker)
         self.batcher.start()
         self._tasks.append(asyncio.create_task(self.models.watch(), name="model-watch"))
         self.ready = True
+
+    def _breaker_changed(self, is_open: bool) -> None:
+        self.metrics.breaker_open.set(1 if is_open else 0)
+        self.metrics.breaker_transitions.labels(to="open" if is_open else "closed").inc()
+        self.metrics.feature_store_up.set(0 if is_open else 1)
 
     async def close(self) -> None:
         self.ready = False
         if self.batcher:
             await self.batcher.stop(timeout_seconds=self.settings.shutdown_grace_seconds)
+        if self.breaker:
+            await self.breaker.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -199,7 +270,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Scores candidate items for a user in a scenario from their scenario-tagged "
                               "behaviour history. Limits and tokens: see the README.")
     app.state.core = core
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
+                       on_refused=core.metrics.refused_before_handler)
+    app.add_middleware(AdmissionGate, core=core)     # outermost: before the body is even read
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError):
@@ -236,7 +309,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             user_id, scenario, candidates, features = bodies.score(await request.body(),
                                                                    model.artifact.scenario_index)
             scenario_label = scenario
-            job = ScoreJob(user_id, scenario, candidates, features, deadline=started + s.request_timeout_ms / 1000,
+            deadline = request.scope.get("state", {}).get("deadline", started + s.request_timeout_ms / 1000)
+            job = ScoreJob(user_id, scenario, candidates, features, deadline=deadline,
                            future=asyncio.get_running_loop().create_future())
             result = await core.batcher.submit(job)
             status = 200
@@ -259,18 +333,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s = core.settings
             batch = bodies.events(await request.body())
             now = time.time()
-            appended = [(str(e.user_id), Behaviour(str(e.item_id), str(e.scenario),
-                                                   float(e.timestamp if e.timestamp is not None else now)))
+            appended = [NewEvent(str(e.user_id), Behaviour(str(e.item_id), str(e.scenario),
+                                                           float(e.timestamp if e.timestamp is not None else now)),
+                                 e.event_id)
                         for e in batch]
             try:
-                await asyncio.wait_for(core.store.append(appended), s.redis_timeout_ms / 1000 * 4)
+                stored = await asyncio.wait_for(core.store.append(appended), s.redis_timeout_ms / 1000 * 4)
             except Exception as error:
                 log.warning("append to the feature store failed: %r", error)
-                raise StoreUnavailable("the feature store did not confirm the write, so the events may or may "
-                                       "not be stored") from None
-            core.metrics.events.inc(len(appended))
+                raise StoreUnavailable(
+                    "the feature store did not confirm the write: the events may or may not be stored. "
+                    "Retrying with the same event_id values is safe (each is stored once)") from None
+            core.metrics.events.inc(stored)
             status = 200
-            return {"appended": len(appended)}
+            return {"appended": stored, "duplicates": len(appended) - stored}
         except ServiceError as error:
             status = status_of(error)[0]
             raise
@@ -286,14 +362,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              responses={503: {"description": "not ready: no model loaded yet, or shutting down",
                               "content": {"application/json": {}}}})
     async def ready(core: CoreDep):
-        # Readiness means "can answer". A slow or absent Redis degrades answers (cold-start scores)
-        # but must not make every replica unready at once, which an orchestrator turns into an outage;
-        # it is reported here and in sainet_feature_store_up instead.
-        store_ok = core.store is not None and await core.store.ping()
+        # Readiness means "can answer": a loaded, warmed model. A slow or absent Redis degrades answers
+        # (cold-start scores) but must not make every replica unready at once, which an orchestrator
+        # turns into an outage; it is reported here and in sainet_feature_store_up instead. While the
+        # breaker is open its own probe watches Redis, so the check adds no Redis call.
+        breaker_open = core.breaker is not None and core.breaker.is_open
+        store_ok = not breaker_open and core.store is not None and await core.store.ping()
         core.metrics.feature_store_up.set(1 if store_ok else 0)
         is_ready = core.ready and core.models.loaded
         return json_response({"ready": is_ready, "model_loaded": core.models.loaded, "redis": store_ok,
-                              "degraded": not store_ok}, 200 if is_ready else 503)
+                              "degraded": not store_ok, "breaker_open": breaker_open}, 200 if is_ready else 503)
 
     @app.get("/v2/models", summary="the model being served and the last load error")
     async def models(core: CoreDep, request: Request):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from sainet.contract import (
     parse_meta,
 )
 from service.errors import ArtifactError
-from service.store import Behaviour
+from service.store import Behaviour, History
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +135,12 @@ class Artifact:
         vocab = self.vocabularies[name]
         return vocab.get(MISSING_VALUE if value is None else str(value), OOV)
 
-    def encode(self, scenarios: list[str], histories: list[list[Behaviour]], features: list[dict[str, str]],
-               candidates: list[list[str]]) -> EncodedBatch:
+    def encode(self, scenarios: list[str], histories: Sequence[History | Sequence[Behaviour]],
+               features: list[dict[str, str]], candidates: list[list[str]]) -> EncodedBatch:
         """Model inputs for B requests: histories left-padded to the batch's longest (at most N),
         candidates padded to the batch's largest C with OOV (their scores are discarded)."""
         b = len(scenarios)
-        histories = [h[-self.history_length:] for h in histories]
+        histories = [History.of(h)[-self.history_length:] for h in histories]
         length = max(1, max(len(h) for h in histories))
         width = max(len(c) for c in candidates)
         hist_items = np.zeros((b, length), dtype=np.int64)
@@ -150,11 +152,11 @@ class Artifact:
         unknown_item_features = [OOV] * len(self.item_features)
         for row in range(b):
             history = histories[row]
-            if history:
-                hist_items[row, length - len(history):] = [items.get(x.item_id, OOV) for x in history]
-                hist_scen[row, length - len(history):] = [scen_index.get(x.scenario, OOV) for x in history]
+            if history:   # map(dict.get, ...) loops in C: the read path's hottest lines
+                hist_items[row, length - len(history):] = list(map(items.get, history.items, repeat(OOV)))
+                hist_scen[row, length - len(history):] = list(map(scen_index.get, history.scenarios, repeat(OOV)))
             cands = candidates[row]
-            cand_items[row, :len(cands)] = [items.get(c, OOV) for c in cands]
+            cand_items[row, :len(cands)] = list(map(items.get, cands, repeat(OOV)))
             if self.item_features:
                 cand_feats[row, :len(cands)] = [self.item_feature_index.get(c, unknown_item_features)
                                                 for c in cands]

@@ -87,8 +87,13 @@ def error_detail(message: str, error_type: str, loc: list | tuple = ()) -> dict:
 def error_body(error: ServiceError) -> dict:
     if isinstance(error, InvalidFields):
         return {"detail": [error_detail(d["msg"], d["type"], d["loc"]) for d in error.details]}
-    # `field` is a dotted path inside the body; "body" is the body as a whole
-    loc = [] if not error.field else ["body"] if error.field == "body" else ["body", *error.field.split(".")]
+    # `field` is a dotted path inside the body, "body" the body as a whole, "header.<Name>" a header
+    if not error.field:
+        loc = []
+    elif error.field == "body" or error.field.startswith("header."):
+        loc = error.field.split(".", 1)
+    else:
+        loc = ["body", *error.field.split(".")]
     return {"detail": [error_detail(error.message, type(error).__name__, loc)]}
 
 

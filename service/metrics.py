@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -23,8 +23,21 @@ class ServiceMetrics:
         self.batch_rows = Histogram("sainet_batch_candidate_rows", "candidate rows per inference run",
                                     buckets=SIZE_BUCKETS, registry=r)
         self.queue_depth = Gauge("sainet_queue_depth", "score requests waiting for a batch", registry=r)
-        self.rejected = Counter("sainet_rejected_total", "requests rejected before inference", ["reason"],
-                                registry=r)
+        self.rejected = Counter("sainet_rejected_total", "score requests refused or dropped before inference "
+                                "(queue_full, deadline_estimate: at the door; deadline: in the queue; "
+                                "breaker_open: fetches skipped, scored as cold start)", ["reason"], registry=r)
+        self.rejection_latency = Histogram(
+            "sainet_rejection_duration_seconds", "time from a request's arrival to its refusal at the door",
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05), registry=r)
+        self.refused_before_handler = Counter(
+            "sainet_refused_before_handler_total", "requests answered before any route ran (431 and 408 by "
+            "the HTTP server, 413 and 408 on the body, 503 at the connection cap)", ["status"], registry=r)
+        self.fetches_in_flight = Gauge("sainet_fetches_in_flight", "Redis batch fetches out now", registry=r)
+        self.breaker_open = Gauge("sainet_feature_store_breaker_open", "1 while the feature store's circuit "
+                                  "breaker is open (fetches skipped, answers degraded)", registry=r)
+        self.breaker_transitions = Counter("sainet_feature_store_breaker_transitions_total",
+                                           "times the breaker opened or closed", ["to"], registry=r)
+        ProcessCollector(registry=r)    # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         self.degraded = Counter("sainet_degraded_total", "requests scored without Redis (cold start)", registry=r)
         self.cold_start = Counter("sainet_cold_start_total", "requests scored with an empty history", registry=r)
         self.events = Counter("sainet_events_appended_total", "behaviours appended through /events", registry=r)
@@ -49,4 +62,6 @@ METRIC_NAMES = (
     "sainet_batch_candidate_rows", "sainet_queue_depth", "sainet_rejected_total", "sainet_degraded_total",
     "sainet_cold_start_total", "sainet_events_appended_total", "sainet_model_reloads_total", "sainet_model_info",
     "sainet_undecodable_entries_total", "sainet_batcher_restarts_total", "sainet_feature_store_up",
+    "sainet_rejection_duration_seconds", "sainet_refused_before_handler_total", "sainet_fetches_in_flight",
+    "sainet_feature_store_breaker_open", "sainet_feature_store_breaker_transitions_total",
 )

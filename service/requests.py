@@ -121,6 +121,8 @@ class RequestModels:
             item_id: raw_id
             scenario: raw_id
             timestamp: unix_seconds | None = None
+            event_id: text | None = Field(None, description="the client's id of this event: a retry with the "
+                                          "same id (within SAINET_EVENT_DEDUPE_SECONDS) is stored once")
 
         class ModelRef(BaseModel):
             name: str
@@ -135,7 +137,8 @@ class RequestModels:
                                                "user was scored as a cold start")
 
         class EventsResponse(BaseModel):
-            appended: int
+            appended: int = Field(description="events stored by this request")
+            duplicates: int = Field(0, description="events skipped: their event_id was already stored")
 
         events = Annotated[list[Event], Field(min_length=1, max_length=settings.max_events)]
         return cls(ScoreRequest, Event, TypeAdapter(events), ScoreResponse, EventsResponse)

@@ -45,6 +45,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.max_header_bytes = settings.max_header_bytes
         self.header_timeout = settings.header_timeout_seconds
         self.max_connections = settings.max_connections
+        self.on_refused = getattr(config, "sainet_on_refused", None)     # status -> None
         self.header_bytes = 0
         self.reading_headers = True
         self.headers_completed = 0          # header sections finished on this connection
@@ -114,6 +115,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if not self.transport.is_closing():
             log.debug("refusing %s: %s", self.client, why)
+            if self.on_refused is not None:
+                self.on_refused(answer[9:12].decode())      # "HTTP/1.1 431 ..."
             self.transport.write(answer)
             self.transport.close()
 
@@ -148,4 +151,7 @@ def server_config(app, settings: Settings, host: str, port: int, log_level: str 
         timeout_keep_alive=max(1, math.ceil(settings.keep_alive_seconds)),
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)))
     config.sainet_settings = settings
+    core = getattr(getattr(app, "state", None), "core", None)
+    if core is not None:
+        config.sainet_on_refused = lambda status: core.metrics.refused_before_handler.labels(status=status).inc()
     return config

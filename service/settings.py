@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     redis_prefix: str = "sainet"
     history_length: int = Field(50, description="behaviours kept per user in Redis")
     history_ttl_seconds: int | None = Field(None, description="expire idle histories after this long")
+    event_dedupe_seconds: int = Field(86_400, gt=0, description="how long an /events event_id is remembered: "
+                                      "a retry with the same id within it is stored once")
     embedded_redis_port: int = Field(6399, description="TCP port of the embedded Redis (127.0.0.1)")
 
     max_candidates: int = Field(1000, description="most candidates per /score request")
@@ -47,9 +49,19 @@ class Settings(BaseSettings):
 
     max_batch_requests: int = Field(64, description="most requests gathered into one inference run")
     max_batch_rows: int = Field(16384, description="most candidate rows (sum of C) gathered per batch")
-    max_wait_us: int = Field(2000, description="longest wait for more requests before a run starts")
-    queue_size: int = Field(512, description="pending requests before new ones get 429")
-    request_timeout_ms: float = Field(1000.0, description="deadline of a queued /score request")
+    max_wait_us: int = Field(2000, description="longest a request waits for others to join its Redis fetch "
+                             "while the inference worker is busy (never a wait when it is free)")
+    max_fetches_in_flight: int = Field(4, gt=0, description="Redis batch fetches out at once, overlapping "
+                                       "the inference of earlier batches")
+    queue_size: int = Field(512, gt=0, description="score requests admitted and not yet answered; past it "
+                            "new ones get 429 at the door")
+    request_timeout_ms: float = Field(1000.0, gt=0, description="deadline of a /score request; a client may "
+                                      "ask for less with the X-Request-Timeout-Ms header. A request that "
+                                      "cannot be answered in time gets 429 at the door")
+    breaker_failures: int = Field(3, gt=0, description="consecutive failed Redis fetches that open the circuit "
+                                  "breaker (answers degraded at once, Redis probed in the background)")
+    breaker_max_open_ms: float = Field(1000.0, gt=0, description="longest pause between two probes of an "
+                                       "open breaker (the first is 100 ms, doubling)")
 
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="graph to serve: auto = int8 on CPU where the artifact's checks passed, else fp32")

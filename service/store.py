@@ -6,6 +6,8 @@ Key layout (prefix configurable, default "sainet"; the braces around the user id
                             [item_id, scenario, timestamp] with raw ids (never model indices), so a
                             history survives a model update with new vocabularies
     <prefix>:u:{<user_id>}  hash, user-side feature name -> raw value
+    <prefix>:e:{<user_id>}  sorted set, the event_ids of the user's recent /events (score: arrival
+                            time), forgotten after the dedupe window
 
 `{<user_id>}` is a Redis Cluster hash tag (`user_tag`): a user's two keys hash to one slot, so they
 live on one shard, a user's state is read from one node and an append is a transaction on one slot.
@@ -13,9 +15,10 @@ The same layout is used against a single server (one layout for both); an id tha
 starts with `}` or `~` is tagged `{~<user_id>}` (a tag is never empty). A prefix must not contain
 braces (it would move the hash tag).
 
-An append pushes the new behaviours and trims the list to `history_length` in one MULTI/EXEC
-transaction (optionally refreshing a TTL), so a reader never sees an untrimmed list. Behaviours are
-kept in arrival order. Everything the service needs goes through `FeatureStore`:
+An append runs one Lua script per user (`APPEND_SCRIPT`, atomic): it skips every event whose
+event_id the user's id set already holds, pushes the others, trims the list to `history_length`
+(optionally refreshing a TTL) and records the ids, so a reader never sees an untrimmed list and a
+retried write is stored once. Behaviours are kept in arrival order. Everything the service needs goes through `FeatureStore`:
 `RedisFeatureStore` (one server) and `RedisClusterFeatureStore` (Redis Cluster: one pipeline per
 node, concurrently, each with its own timeout; the users of a node that fails are returned with
 `degraded=True` and an empty state, everyone else normally).
@@ -24,9 +27,11 @@ node, concurrently, each with its own timeout; the users of a node that fails ar
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 import orjson
@@ -44,9 +49,44 @@ class Behaviour(NamedTuple):   # a tuple: tens of thousands are built per second
     timestamp: float
 
 
+class History(Sequence):
+    """A user's behaviours, oldest first, held as the columns the model reads: the read path goes
+    from the Redis reply to these lists to the index arrays without a Python object per behaviour.
+    A sequence of `Behaviour` for everyone else (and equal to a list of the same behaviours)."""
+
+    __slots__ = ("items", "scenarios", "timestamps")
+
+    def __init__(self, items: Sequence = (), scenarios: Sequence = (), timestamps: Sequence = ()):
+        self.items, self.scenarios, self.timestamps = items, scenarios, timestamps
+
+    @classmethod
+    def of(cls, behaviours: "Iterable[Behaviour] | History") -> "History":
+        if isinstance(behaviours, History):
+            return behaviours
+        behaviours = list(behaviours)
+        return cls([b.item_id for b in behaviours], [b.scenario for b in behaviours],
+                   [b.timestamp for b in behaviours])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return History(self.items[index], self.scenarios[index], self.timestamps[index])
+        return Behaviour(self.items[index], self.scenarios[index], self.timestamps[index])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (History, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"History({list(self)!r})"
+
+
 @dataclass
 class UserState:
-    history: list[Behaviour] = field(default_factory=list)   # oldest first
+    history: History = field(default_factory=History)   # oldest first
     features: dict[str, str] = field(default_factory=dict)
     degraded: bool = False    # the store could not be read for this user (its node down or slow)
 
@@ -58,8 +98,10 @@ class FeatureStore(Protocol):
         cluster node down or slow) comes back empty with `degraded=True`; the call raises only
         when the store cannot be read at all."""
 
-    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
-        """Appends (user_id, behaviour) pairs atomically with the trim."""
+    async def append(self, events: list[NewEvent]) -> int:
+        """Appends events (or (user_id, behaviour) pairs) atomically with the trim, each user's in
+        arrival order; an event whose event_id the user's recent ids hold is skipped. Returns the
+        number stored."""
 
     async def ping(self) -> bool: ...
 
@@ -91,38 +133,111 @@ def features_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:u:{user_tag(user_id)}"
 
 
+def event_ids_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:e:{user_tag(user_id)}"
+
+
+class NewEvent(NamedTuple):
+    """One behaviour to append, with the client's optional id of it (for idempotent retries)."""
+    user_id: str
+    behaviour: "Behaviour"
+    event_id: str | None = None
+
+
+# KEYS: history, event ids. ARGV: history_length, ttl (0: none), dedupe seconds, now, then
+# (event_id or "", encoded behaviour) pairs, oldest first. Returns the number of events stored.
+APPEND_SCRIPT = """
+local now, window = tonumber(ARGV[4]), tonumber(ARGV[3])
+local stored, with_ids = 0, false
+for i = 5, #ARGV, 2 do
+  if ARGV[i] ~= '' then with_ids = true end
+end
+if with_ids then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+end
+for i = 5, #ARGV, 2 do
+  if ARGV[i] == '' or redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[1], ARGV[i + 1])
+    stored = stored + 1
+  end
+end
+if stored > 0 then
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+  if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+end
+if with_ids then redis.call('EXPIRE', KEYS[2], math.ceil(window)) end
+return stored
+"""
+APPEND_SCRIPT_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+
+
+def _append_command(prefix: str, user_id: str, events: list["NewEvent"], history_length: int,
+                    ttl_seconds: int | None, dedupe_seconds: float, now: float) -> tuple:
+    """The EVALSHA of `APPEND_SCRIPT` for one user's events (oldest first)."""
+    pairs = [value for event in events for value in (event.event_id or "", encode_behaviour(event.behaviour))]
+    return ("EVALSHA", APPEND_SCRIPT_SHA, 2, history_key(prefix, user_id), event_ids_key(prefix, user_id),
+            history_length, ttl_seconds or 0, dedupe_seconds, now, *pairs)
+
+
+def _group_events(events: Iterable[tuple]) -> dict[str, list["NewEvent"]]:
+    """user id -> that user's events in arrival order; (user_id, behaviour) pairs are events without id."""
+    grouped: dict[str, list[NewEvent]] = {}
+    for event in events:
+        event = NewEvent(*event)
+        grouped.setdefault(event.user_id, []).append(event)
+    return grouped
+
+
 def encode_behaviour(behaviour: Behaviour) -> bytes:
     return orjson.dumps([behaviour.item_id, behaviour.scenario, behaviour.timestamp])
 
 
-def _behaviour(entry) -> Behaviour:
-    item_id, scenario, timestamp = entry
-    if type(item_id) not in (str, int) or type(scenario) not in (str, int) or type(timestamp) not in (int, float):
-        raise ValueError(f"not an [item_id, scenario, timestamp] entry: {str(entry)[:80]}")
-    return Behaviour(str(item_id), str(scenario), float(timestamp))
+_ID_TYPES, _TIME_TYPES = {str}, {int, float}
 
 
-def decode_history(raw_newest_first: list[bytes], on_undecodable: Callable[[], None] = lambda: None
-                   ) -> list[Behaviour]:
+def _columns(entries: list) -> History:
+    """The columns of parsed [item_id, scenario, timestamp] entries, checked column by column (C-level
+    loops); raises ValueError or TypeError when any entry is not of that shape."""
+    if not entries:
+        return History()
+    if set(map(len, entries)) != {3} or not all(type(e) is list for e in entries):
+        raise ValueError("not [item_id, scenario, timestamp] entries")
+    items, scenarios, timestamps = zip(*entries)
+    if not set(map(type, timestamps)) <= _TIME_TYPES:
+        raise ValueError("a timestamp is not a number")
+    columns = []
+    for column in (items, scenarios):
+        types = set(map(type, column))
+        if not types <= _ID_TYPES:
+            if not types <= {str, int}:
+                raise ValueError("an id is neither a string nor an integer")
+            column = tuple(map(str, column))     # integer ids written by another producer
+        columns.append(column)
+    return History(columns[0], columns[1], timestamps)
+
+
+def decode_history(raw_newest_first: list[bytes], on_undecodable: Callable[[], None] = lambda: None) -> History:
     """Oldest first. One JSON parse for the whole list (the elements are JSON arrays); should that
     fail, entry by entry, skipping (and reporting through `on_undecodable`) each one that does not
     decode, so one poisoned entry costs that entry, not the user's history or anyone else's."""
     if not raw_newest_first:
-        return []
+        return History()
     try:
-        return list(map(_behaviour, orjson.loads(b"[" + b",".join(reversed(raw_newest_first)) + b"]")))
+        return _columns(orjson.loads(b"[" + b",".join(reversed(raw_newest_first)) + b"]"))
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return _decode_each(raw_newest_first, on_undecodable)
 
 
-def _decode_each(raw_newest_first: list[bytes], on_undecodable: Callable[[], None]) -> list[Behaviour]:
-    history = []
+def _decode_each(raw_newest_first: list[bytes], on_undecodable: Callable[[], None]) -> History:
+    entries = []
     for raw in reversed(raw_newest_first):
         try:
-            history.append(_behaviour(orjson.loads(raw)))
+            entry = orjson.loads(raw)
+            _columns([entry])
+            entries.append(entry)
         except (orjson.JSONDecodeError, TypeError, ValueError):
             on_undecodable()
-    return history
+    return _columns(entries)
 
 
 def decode_features(raw: dict, on_undecodable: Callable[[], None] = lambda: None) -> dict[str, str]:
@@ -144,20 +259,14 @@ def _queue_append(pipe, prefix: str, user_id: str, behaviours_oldest_first: list
         pipe.expire(key, ttl_seconds)
 
 
-def _group_by_user(events: Iterable[tuple[str, Behaviour]]) -> dict[str, list[Behaviour]]:
-    grouped: dict[str, list[Behaviour]] = {}
-    for user_id, behaviour in events:
-        grouped.setdefault(user_id, []).append(behaviour)
-    return grouped
-
-
 class _StoreSettings:
     """What both async stores keep: where, how much history, which TTL and prefix, and whom to tell
     about an entry that does not decode."""
 
     def __init__(self, url: str, history_length: int, ttl_seconds: int | None, prefix: str,
-                 on_undecodable: Callable[[], None]):
+                 on_undecodable: Callable[[], None], dedupe_seconds: float = 86_400):
         self.url = url
+        self.dedupe_seconds = dedupe_seconds
         self.on_undecodable = on_undecodable
         self.history_length = history_length
         self.ttl_seconds = ttl_seconds
@@ -174,8 +283,9 @@ class RedisFeatureStore(_StoreSettings):
     def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
                  on_undecodable: Callable[[], None] = lambda: None, read_connections: int = 64,
-                 write_connections: int = 32, pool_timeout_seconds: float | None = None):
-        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable)
+                 write_connections: int = 32, pool_timeout_seconds: float | None = None,
+                 dedupe_seconds: float = 86_400):
+        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable, dedupe_seconds)
         wait = timeout_seconds if pool_timeout_seconds is None else pool_timeout_seconds
 
         def client(connections: int) -> aredis.Redis:
@@ -210,11 +320,23 @@ class RedisFeatureStore(_StoreSettings):
                                     decode_features(raw_features, self.on_undecodable)))
         return states
 
-    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
-        async with self.write_client.pipeline(transaction=True) as pipe:
-            for user_id, behaviours in _group_by_user(events).items():
-                _queue_append(pipe, self.prefix, user_id, behaviours, self.history_length, self.ttl_seconds)
-            await pipe.execute()
+    async def append(self, events: list[NewEvent]) -> int:
+        """One MULTI/EXEC of one script call per user: the whole request is stored or none of it."""
+        commands = [_append_command(self.prefix, user_id, user_events, self.history_length, self.ttl_seconds,
+                                    self.dedupe_seconds, time.time())
+                    for user_id, user_events in _group_events(events).items()]
+        for attempt in (1, 2):
+            try:
+                async with self.write_client.pipeline(transaction=True) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    return sum(await pipe.execute())
+            except redis.exceptions.NoScriptError:
+                # a restarted or flushed Redis: every call of the transaction failed alike, none ran
+                if attempt == 2:
+                    raise
+                await self.write_client.script_load(APPEND_SCRIPT)
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         try:
@@ -309,10 +431,11 @@ class RedisClusterFeatureStore(_StoreSettings):
     def __init__(self, url: str, history_length: int = 50, ttl_seconds: int | None = None,
                  prefix: str = DEFAULT_PREFIX, timeout_seconds: float = 0.05,
                  on_undecodable: Callable[[], None] = lambda: None, read_connections: int = 64,
-                 write_connections: int = 32, pool_timeout_seconds: float | None = None):
+                 write_connections: int = 32, pool_timeout_seconds: float | None = None,
+                 dedupe_seconds: float = 86_400):
         from redis.asyncio.cluster import RedisCluster
 
-        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable)
+        super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable, dedupe_seconds)
         self.timeout = timeout_seconds
         # Under the batcher's own bound on the whole fetch (the same timeout), so that a slow node
         # costs its users, not the batch.
@@ -403,26 +526,37 @@ class RedisClusterFeatureStore(_StoreSettings):
             self._refresh_topology()
         return states
 
-    async def append(self, events: list[tuple[str, Behaviour]]) -> None:
-        grouped = _group_by_user(events)
+    async def append(self, events: list[NewEvent]) -> int:
+        grouped = _group_events(events)
         users = list(grouped)
         groups = await self._nodes_of([history_key(self.prefix, u) for u in users])
+        now = time.time()
 
-        async def write(node, indices):
-            commands = [c for i in indices for c in _user_write_commands(
-                self.prefix, users[i], grouped[users[i]], self.history_length, self.ttl_seconds)]
-            try:
-                results = await self._node_pipeline(node, commands)
-            except Exception:
-                self._refresh_topology()
-                raise
-            _check_transactions(commands, results)
+        async def write(node, indices) -> int:
+            commands = [_append_command(self.prefix, users[i], grouped[users[i]], self.history_length,
+                                        self.ttl_seconds, self.dedupe_seconds, now) for i in indices]
+            for attempt in (1, 2):
+                try:
+                    results = await self._node_pipeline(node, commands)
+                except Exception:
+                    self._refresh_topology()
+                    raise
+                if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                    # a restarted node: every call failed alike (one script), none ran
+                    await asyncio.wait_for(node.execute_command("SCRIPT", "LOAD", APPEND_SCRIPT), self.node_timeout)
+                    continue
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                return sum(results)
+            raise AssertionError("unreachable")
 
         outcomes = await asyncio.gather(*(write(node, indices) for node, indices in groups.values()),
                                         return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        return sum(outcomes)
 
     async def ping(self) -> bool:
         """True when at least one master answers: with a master down the others' users are still

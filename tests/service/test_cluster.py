@@ -245,7 +245,7 @@ def test_seed_score_append_then_one_master_down(cluster, model_root, settings_fo
         assert http.post("/events", json=[{"user_id": "fresh-a", "item_id": "i5", "scenario": "search"},
                                           {"user_id": "fresh-b", "item_id": "i6", "scenario": "home"},
                                           {"user_id": "fresh-a", "item_id": "i7", "scenario": "home"}]
-                         ).json() == {"appended": 3}
+                         ).json() == {"appended": 3, "duplicates": 0}
         assert score(http, "fresh-a").json()["history_length"] == 2
         assert score(http, "fresh-b").json()["history_length"] == 1
         assert http.get("/v2/health/ready").json()["ready"] is True
