@@ -351,7 +351,7 @@ class _SparkEngine:
                 builder = builder.master(options.spark_master)
             spark = builder.getOrCreate()
         self.spark = spark
-        self.cached = []
+        self.cached, self.views = [], ["raw"]
 
     def open_log(self, files: list[Path]) -> tuple[dict[str, str], str]:
         from pyspark.sql import functions as F
@@ -372,13 +372,18 @@ class _SparkEngine:
         frame.createOrReplaceTempView("raw")
         return kinds, f"_file_index * {FILE_ORDER_SHIFT} + _file_row"
 
+    # the tables read more than once are cached (lazily, by their first reader); the rest stay views
+    CACHED = ("canon", "examples", "prepared")
+
     def materialize(self, name: str, sql: str) -> None:
         from pyspark import StorageLevel
 
-        frame = self.spark.sql(sql).persist(StorageLevel.MEMORY_AND_DISK)
-        frame.count()
+        frame = self.spark.sql(sql)
+        if name in self.CACHED:
+            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            self.cached.append(frame)
         frame.createOrReplaceTempView(name)
-        self.cached.append(frame)
+        self.views.append(name)
 
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(row) for row in self.spark.sql(sql).collect()]
@@ -386,9 +391,11 @@ class _SparkEngine:
     def register_rows(self, name: str, rows: list[tuple], columns: list[str]) -> None:
         schema = ", ".join(f"{c} {'STRING' if c == 'value' else 'BIGINT'}" for c in columns)
         self.spark.createDataFrame(rows, schema).createOrReplaceTempView(name)
+        self.views.append(name)
 
     def register_parquet(self, name: str, path: Path) -> None:
         self.spark.read.parquet(str(path)).createOrReplaceTempView(name)
+        self.views.append(name)
 
     def to_pandas(self, sql: str) -> pd.DataFrame:
         frame = self.spark.sql(sql)
@@ -400,7 +407,7 @@ class _SparkEngine:
     def close(self) -> None:
         for frame in self.cached:
             frame.unpersist()
-        for name in ("raw", "canon", "ordered", "examples", "prepared"):
+        for name in self.views:
             self.spark.catalog.dropTempView(name)
         if self.owns_session:
             self.spark.stop()

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from model.data.examples import PreparedData
 
 AMAZON_USERS_PER_FILE = 150
-MOVIELENS_RATINGS = 20_000      # ml-1m.inter is sorted by user: these lines are complete users
+MOVIELENS_RATINGS = 10_000      # ml-1m.inter is sorted by user: these lines are complete users
 
 
 def assert_same_prepared(expected: PreparedData, got: PreparedData, check_dataset: bool = True) -> None:
@@ -56,3 +57,20 @@ def small_movielens_dir(movielens_dir, tmp_path_factory) -> Path:
         keep = lines[:MOVIELENS_RATINGS + 1] if path.suffix == ".inter" else lines
         (out / path.name).write_text("".join(keep), encoding="utf-8")
     return out
+
+
+def user_log(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """An own log with every complication: integer and float ids, ties in time, non-behaviour
+    clicks, features of all three sides, a missing feature value, rows out of time order."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 25, rows)
+    item = rng.integers(0, 40, rows)
+    frame = pd.DataFrame({
+        "user_id": user, "item_id": item.astype(float),
+        "scenario": rng.choice(["home", "search", "feed"], rows),
+        "timestamp": rng.integers(0, 60, rows), "label": rng.integers(0, 2, rows),
+        "is_behaviour": rng.random(rows) < 0.6,
+        "gender": np.where(user % 2, "f", "m"), "category": (item % 7).astype(str),
+        "device": rng.choice(["ios", "web", None], rows),
+    })
+    return frame

@@ -12,7 +12,7 @@ from model.data.examples import PreparedData
 from model.data.synthetic import (SyntheticConfig, generate_synthetic, generate_synthetic_chunks,
                                   write_synthetic_log)
 from sainet.cli import main
-from tests.model.data.conftest import assert_same_prepared
+from tests.model.data.conftest import assert_same_prepared, user_log
 
 SMALL = SyntheticConfig(users=300, items=80, events_per_user=30, seed=11)
 
@@ -44,23 +44,6 @@ def test_movielens_matches_the_in_memory_path(small_movielens_dir, tmp_path):
     expected = prepare_dataset(options)
     assert {f.side for f in expected.schema.features} == {"user", "item"}
     assert_same_prepared(expected, PreparedData.load(tmp_path))
-
-
-def user_log(rows: int = 600, seed: int = 0) -> pd.DataFrame:
-    """An own log with every complication: integer and float ids, ties in time, non-behaviour
-    clicks, features of all three sides, a missing feature value, rows out of time order."""
-    rng = np.random.default_rng(seed)
-    user = rng.integers(0, 25, rows)
-    item = rng.integers(0, 40, rows)
-    frame = pd.DataFrame({
-        "user_id": user, "item_id": item.astype(float),
-        "scenario": rng.choice(["home", "search", "feed"], rows),
-        "timestamp": rng.integers(0, 60, rows), "label": rng.integers(0, 2, rows),
-        "is_behaviour": rng.random(rows) < 0.6,
-        "gender": np.where(user % 2, "f", "m"), "category": (item % 7).astype(str),
-        "device": rng.choice(["ios", "web", None], rows),
-    })
-    return frame
 
 
 @pytest.mark.parametrize("layout", ["csv", "shards"])
@@ -117,7 +100,7 @@ def test_cli_generate_prepare_train(tmp_path, capsys):
     assert_same_prepared(in_memory, PreparedData.load(tmp_path / "prepared"), check_dataset=False)
 
     run = tmp_path / "run"
-    assert main(["train", "--prepared", str(tmp_path / "prepared"), "--epochs", "1", "--threads", "1",
+    assert main(["train", "--prepared", str(tmp_path / "prepared"), "--max-steps", "2", "--threads", "1",
                  "--model-opt", "embed_dim=8", "--model-opt", "tower=16", "--blocks", "1",
                  "--out", str(run)]) == 0
     trained = json.loads(capsys.readouterr().out)
