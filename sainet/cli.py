@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = data.add_parser("generate", help="write the synthetic canonical log as parquet shards, chunk by chunk")
     _add_data_arguments(generate)
-    generate.add_argument("--chunk-users", type=int, default=50_000,
+    generate.add_argument("--chunk-users", type=int, default=20_000,
                           help="users per chunk and shard (a log of at most this many users is exactly "
                                "`--dataset synthetic`'s)")
     generate.add_argument("--out", required=True, help="output folder (DIR/part-*.parquet)")

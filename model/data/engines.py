@@ -64,7 +64,7 @@ class EngineOptions:
     temp_dir: str | None = None         # where the engines spill and keep their working tables
     threads: int | None = None          # DuckDB threads (default: all cores)
     spark_master: str | None = None     # e.g. local[2], spark://host:7077; default: spark-submit's
-    shard_rows: int = SHARD_ROWS        # examples per output shard (DuckDB; Spark writes a shard per partition)
+    shard_rows: int = SHARD_ROWS        # examples per output shard (DuckDB; Spark: one per partition)
 
 
 # --------------------------------------------------------------------------- the two SQL dialects
@@ -253,7 +253,9 @@ class _DuckDBEngine:
         # A database file, so that the working tables live on disk under the buffer manager too.
         self.con = duckdb.connect(str(work_dir / "prepare.duckdb"))
         self.con.execute(f"SET temp_directory = '{work_dir / 'spill'}'")
-        self.con.execute("SET preserve_insertion_order = true")
+        # Every order that matters is explicit (ORDER BY), which frees DuckDB's operators from keeping
+        # the input order; only a CSV log's ingest keeps it (its rowid is the log order).
+        self.con.execute("SET preserve_insertion_order = false")
         if options.memory_limit:
             self.con.execute(f"SET memory_limit = '{options.memory_limit}'")
         if options.threads:
@@ -264,8 +266,8 @@ class _DuckDBEngine:
         """Registers the log as view/table `raw`; returns its column kinds and its log-order expression."""
         paths = [str(p) for p in files]
         if all(p.suffix == ".parquet" for p in files):
-            self.con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet({paths!r}, union_by_name = true, "
-                             f"filename = true, file_row_number = true)")
+            self.con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet({paths!r}, "
+                             f"union_by_name = true, filename = true, file_row_number = true)")
             order = f"(list_position({paths!r}, filename) - 1) * {FILE_ORDER_SHIFT} + file_row_number"
             hidden = {"filename", "file_row_number"}
         elif all(p.suffix in (".csv", ".tsv") for p in files):
@@ -274,8 +276,10 @@ class _DuckDBEngine:
                                        f"union_by_name = true)").fetchall()
             types = {c[0]: "VARCHAR" for c in sniffed if c[0] in ("user_id", "item_id", "scenario")}
             # A table keeps the reader's order (insertion order is preserved): rowid is the log order.
+            self.con.execute("SET preserve_insertion_order = true")
             self.con.execute(f"CREATE TABLE raw AS SELECT * FROM read_csv({paths!r}, delim = e'{delim}', "
                              f"union_by_name = true, types = {types!r})")
+            self.con.execute("SET preserve_insertion_order = false")
             order, hidden = "rowid", set()
         else:
             raise ValueError(f"the log's files must be all parquet or all CSV/TSV: {paths}")
@@ -357,8 +361,8 @@ class _SparkEngine:
         from pyspark.sql import functions as F
 
         if not all(p.suffix == ".parquet" for p in files):
-            raise ValueError("the spark engine reads parquet logs (convert a CSV log with the duckdb engine's "
-                             "`COPY (FROM 'log.csv') TO 'log.parquet'`, or any tool)")
+            raise ValueError("the spark engine reads parquet logs (convert a CSV log first, e.g. with "
+                             "DuckDB's `COPY (FROM 'log.csv') TO 'log.parquet'`)")
         frame = self.spark.read.option("mergeSchema", "true").parquet(*[str(p) for p in files])
         kinds = {field.name: _kind(field.dataType.simpleString()) for field in frame.schema.fields}
         frame = frame.select("*", F.col("_metadata.file_path").alias("_file"),
@@ -465,7 +469,8 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         undeclared = [f.name for f in features if f.name not in kinds]
         if undeclared:
             raise ValueError(f"declared feature {undeclared[0]!r} is not a column of the log")
-    names = [f.name for f in features] if features is not None else [c for c in kinds if c not in RESERVED_COLUMNS]
+    names = ([f.name for f in features] if features is not None
+             else [c for c in kinds if c not in RESERVED_COLUMNS])
     runner.materialize("canon", canonical_sql(d, kinds, names, order_expr))
 
     n, *bad = runner.rows(validation_sql("split" in kinds))[0]
@@ -533,7 +538,8 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         vocab.save(out_dir / "vocab" / f"{name}.json")
     item_table = runner.to_pandas(item_table_sql(d, [f.name for f in schema.item_features]))
     item_table.astype(object).to_parquet(out_dir / "item_features.parquet", index=False)
-    shards = {name: sorted(p.name for p in (out_dir / f"{name}.parquet").glob("*.parquet")) for name in SPLITS}
+    shards = {name: sorted(p.name for p in (out_dir / f"{name}.parquet").glob("*.parquet"))
+              for name in SPLITS}
     return {"examples": {name: int(counts.get(name, 0)) for name in SPLITS}, "scenarios": schema.scenarios,
             "vocab_sizes": schema.vocab_sizes, "history_length": history_length, "split": split,
             "shards": shards}

@@ -86,7 +86,7 @@ def generate_synthetic(config: SyntheticConfig) -> pd.DataFrame:
     return _user_events(config, rng, item_topic, item_bias, 0, config.users)
 
 
-def generate_synthetic_chunks(config: SyntheticConfig, chunk_users: int = 50_000) -> Iterator[pd.DataFrame]:
+def generate_synthetic_chunks(config: SyntheticConfig, chunk_users: int = 20_000) -> Iterator[pd.DataFrame]:
     """The same world, `chunk_users` users at a time, so that memory stays bounded at any size.
 
     Chunk 0 continues the master stream, so a log of at most `chunk_users` users is exactly
@@ -102,7 +102,7 @@ def generate_synthetic_chunks(config: SyntheticConfig, chunk_users: int = 50_000
                            min(chunk_users, config.users - first_user))
 
 
-def write_synthetic_log(config: SyntheticConfig, out_dir: Path, chunk_users: int = 50_000) -> list[Path]:
+def write_synthetic_log(config: SyntheticConfig, out_dir: Path, chunk_users: int = 20_000) -> list[Path]:
     """Writes the canonical log as parquet shards `out_dir/part-NNNNN.parquet`, one per user chunk."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

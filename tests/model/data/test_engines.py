@@ -66,10 +66,12 @@ def test_own_logs_from_csv_or_shards_match(tmp_path, layout):
 def test_log_problems_are_named(tmp_path):
     path = write_canonical_log(user_log().drop(columns=["scenario"]), tmp_path / "log.parquet")
     with pytest.raises(ValueError, match="scenario"):
-        prepare_log_files([path], tmp_path / "out", dataset="logs", history_length=4, split="time", split_seed=0)
+        prepare_log_files([path], tmp_path / "out", dataset="logs", history_length=4, split="time",
+                          split_seed=0)
     path = write_canonical_log(user_log().assign(label=2), tmp_path / "log.parquet")
     with pytest.raises(ValueError, match="label"):
-        prepare_log_files([path], tmp_path / "out", dataset="logs", history_length=4, split="time", split_seed=0)
+        prepare_log_files([path], tmp_path / "out", dataset="logs", history_length=4, split="time",
+                          split_seed=0)
 
 
 def test_generated_shards_are_the_synthetic_world_chunk_by_chunk(tmp_path):
@@ -90,7 +92,8 @@ def test_cli_generate_prepare_train(tmp_path, capsys):
                  "--out", str(tmp_path / "log")]) == 0
     assert json.loads(capsys.readouterr().out)["events"] == 1800
     assert main(["data", "prepare", "--dataset", "logs", "--data-dir", str(tmp_path / "log"),
-                 "--history-length", "8", "--memory-limit", "500MB", "--out", str(tmp_path / "prepared")]) == 0
+                 "--history-length", "8", "--memory-limit", "500MB",
+                 "--out", str(tmp_path / "prepared")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["engine"] == "duckdb" and summary["examples"] == {"train": 1440, "valid": 180, "test": 180}
     assert (tmp_path / "prepared" / "train.parquet" / "part-00000.parquet").exists()

@@ -14,7 +14,7 @@ from tests.model.data.conftest import assert_same_prepared, user_log
 SPARK = EngineOptions(engine="spark")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark():
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'sainet[spark]')")
     if shutil.which("java") is None:
