@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.admission import DEADLINE, AdmissionGate, Door
 from service.batcher import DynamicBatcher, ScoreJob
 from service.breaker import CircuitBreaker
 from service.embedded_redis import EmbeddedRedis
@@ -38,7 +39,14 @@ from service.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from service.http_errors import documented, error_detail, error_response, json_response, send_error, status_of
+from service.http_errors import (
+    documented,
+    error_detail,
+    error_response,
+    json_response,
+    send_error,
+    status_of,
+)
 from service.metrics import ServiceMetrics
 from service.models import ModelManager
 from service.requests import RequestModels
@@ -107,57 +115,6 @@ class RequestGuard:
         await self.app(scope, buffered_receive, send)
 
 
-DEADLINE_HEADER = b"x-request-timeout-ms"
-
-
-def request_budget(headers: list[tuple[bytes, bytes]], default_seconds: float) -> float:
-    """Seconds a /score request has to be answered: the client's `X-Request-Timeout-Ms`, capped by
-    SAINET_REQUEST_TIMEOUT_MS (which it defaults to)."""
-    raw = next((v for k, v in headers if k == DEADLINE_HEADER), None)
-    if raw is None:
-        return default_seconds
-    try:
-        milliseconds = float(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        milliseconds = float("nan")
-    if not 0 < milliseconds < float("inf"):     # NaN fails both
-        raise InvalidInput("X-Request-Timeout-Ms must be a positive number of milliseconds",
-                           "header.X-Request-Timeout-Ms")
-    return min(milliseconds / 1000, default_seconds)
-
-
-class AdmissionGate:
-    """ASGI middleware, outermost on POST /score: decides before the body is read or parsed whether
-    the request can be answered by its deadline (`DynamicBatcher.admission_refusal`), answers 429
-    at once when it cannot, and hands the route the deadline. Refusing here costs microseconds, so
-    an overloaded service still answers its refusals fast and keeps its goodput."""
-
-    def __init__(self, app, core: "Core"):
-        self.app, self.core = app, core
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/score" or scope["method"] != "POST" \
-                or self.core.batcher is None:
-            return await self.app(scope, receive, send)
-        arrived = time.perf_counter()
-        metrics = self.core.metrics
-        try:
-            budget = request_budget(scope["headers"], self.core.settings.request_timeout_ms / 1000)
-        except InvalidInput as error:
-            metrics.refused_before_handler.labels(status="422").inc()
-            return await send_error(send, error)
-        refusal = self.core.batcher.admission_refusal(budget)
-        if refusal is not None:
-            metrics.rejected.labels(reason=refusal).inc()
-            await send_error(send, Overloaded(
-                "the service cannot answer this request within its deadline now; retry shortly"
-                if refusal == "deadline_estimate" else "the scoring queue is full; retry shortly"))
-            metrics.rejection_latency.observe(time.perf_counter() - arrived)
-            return
-        scope.setdefault("state", {})["deadline"] = arrived + budget
-        await self.app(scope, receive, send)
-
-
 class Core:
     """Everything a request handler needs, opened and closed by the lifespan."""
 
@@ -169,6 +126,7 @@ class Core:
         self.store: RedisFeatureStore | None = None
         self.batcher: DynamicBatcher | None = None
         self.breaker: CircuitBreaker | None = None
+        self.door = Door(settings, self.metrics, lambda: self.batcher)
         self.ready = False
         self._tasks: list[asyncio.Task] = []
 
@@ -194,9 +152,11 @@ class Core:
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,
                                       redis_timeout_seconds=s.redis_timeout_ms / 1000,
-                                      max_fetches_in_flight=s.max_fetches_in_flight, breaker=self.breaker)
+                                      max_fetches_in_flight=s.max_fetches_in_flight, breaker=self.breaker,
+                                      max_queue_delay_seconds=s.max_queue_delay_ms / 1000)
         self.batcher.start()
         self._tasks.append(asyncio.create_task(self.models.watch(), name="model-watch"))
+        self._tasks.append(asyncio.create_task(self.door.watch_loop_lag(), name="loop-lag"))
         self.ready = True
 
     def _breaker_changed(self, is_open: bool) -> None:
@@ -272,7 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.core = core
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
                        on_refused=core.metrics.refused_before_handler)
-    app.add_middleware(AdmissionGate, core=core)     # outermost: before the body is even read
+    app.add_middleware(AdmissionGate, door=core.door)     # outermost: before the body is even read
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError):
@@ -309,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             user_id, scenario, candidates, features = bodies.score(await request.body(),
                                                                    model.artifact.scenario_index)
             scenario_label = scenario
-            deadline = request.scope.get("state", {}).get("deadline", started + s.request_timeout_ms / 1000)
+            deadline = request.scope.get("state", {}).get(DEADLINE, started + s.request_timeout_ms / 1000)
             job = ScoreJob(user_id, scenario, candidates, features, deadline=deadline,
                            future=asyncio.get_running_loop().create_future())
             result = await core.batcher.submit(job)

@@ -8,9 +8,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -95,7 +95,8 @@ class DynamicBatcher:
     def __init__(self, store: FeatureStore, current_model: Callable[[], LoadedModel], metrics: ServiceMetrics,
                  max_batch_requests: int, max_batch_rows: int, max_wait_us: int, queue_size: int,
                  redis_timeout_seconds: float, max_fetches_in_flight: int = 4,
-                 lifo_after_seconds: float = 0.25, breaker: CircuitBreaker | None = None):
+                 lifo_after_seconds: float = 0.25, breaker: CircuitBreaker | None = None,
+                 max_queue_delay_seconds: float = float("inf")):
         self.store = store
         self.current_model = current_model
         self.metrics = metrics
@@ -105,6 +106,7 @@ class DynamicBatcher:
         self.redis_timeout = redis_timeout_seconds
         self.queue_size = queue_size
         self.lifo_after = lifo_after_seconds
+        self.max_queue_delay = max_queue_delay_seconds
         self.breaker = breaker
         self.pending: deque[ScoreJob] = deque()
         self.ready: deque[ScoreJob] = deque()        # fetched, waiting for the worker
@@ -135,10 +137,12 @@ class DynamicBatcher:
 
     def admission_refusal(self, budget_seconds: float) -> str | None:
         """None when a request with `budget_seconds` to its deadline can be taken, else the reason
-        it cannot (a `sainet_rejected_total` reason)."""
+        it cannot (a `sainet_rejected_total` reason). The work ahead is also held under
+        `max_queue_delay`: under sustained overload a queue as long as the deadline only makes
+        every answer late, while a short one keeps the worker just as busy."""
         if self.backlog >= self.queue_size:
             return "queue_full"
-        if self.estimated_seconds_to_answer() > budget_seconds:
+        if self.estimated_seconds_to_answer() > min(budget_seconds, self.max_queue_delay):
             return "deadline_estimate"
         return None
 
@@ -393,7 +397,10 @@ class DynamicBatcher:
         scores, history_lengths, padded_rows = await loop.run_in_executor(
             self.executor, self._infer, model, valid, [job.state for job in valid])
         finished = time.perf_counter()
-        self.costs.observe_run(started, finished, len(valid), more_waiting=bool(self.ready))
+        # work waiting when this run ends (fetched, being fetched or pending): the next run is back
+        # to back, and the time until it starts is part of the cost of this one
+        self.costs.observe_run(started, finished, len(valid),
+                               more_waiting=bool(self.ready or self.pending or self.fetching))
         self.metrics.stage_latency.labels(stage="inference").observe(finished - started)
         self.metrics.batch_requests.observe(len(valid))
         self.metrics.batch_rows.observe(padded_rows)

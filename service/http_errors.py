@@ -106,6 +106,17 @@ def error_response(error: ServiceError) -> Response:
     return json_response(error_body(error), status, headers)
 
 
+def raw_http_answer(error: ServiceError, reason: str) -> bytes:
+    """The whole HTTP/1.1 answer for `error` as bytes, for the HTTP server to write itself when it
+    refuses a request before any ASGI code runs (`service.server`); the same status, headers and
+    body as `error_response`."""
+    status, headers = status_of(error)
+    body = orjson.dumps(error_body(error))
+    lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
+             *(f"{name.lower()}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
 async def send_error(send, error: ServiceError) -> None:
     """The error answer over a raw ASGI `send` (for middleware, before any route runs)."""
     await error_response(error)(scope={"type": "http"}, receive=None, send=send)

@@ -32,6 +32,8 @@ class ServiceMetrics:
         self.refused_before_handler = Counter(
             "sainet_refused_before_handler_total", "requests answered before any route ran (431 and 408 by "
             "the HTTP server, 413 and 408 on the body, 503 at the connection cap)", ["status"], registry=r)
+        self.loop_lag = Gauge("sainet_event_loop_lag_seconds", "how late the event loop's timers fire (a "
+                              "moving average): what a request waits before the door sees it", registry=r)
         self.fetches_in_flight = Gauge("sainet_fetches_in_flight", "Redis batch fetches out now", registry=r)
         self.breaker_open = Gauge("sainet_feature_store_breaker_open", "1 while the feature store's circuit "
                                   "breaker is open (fetches skipped, answers degraded)", registry=r)
@@ -63,5 +65,6 @@ METRIC_NAMES = (
     "sainet_cold_start_total", "sainet_events_appended_total", "sainet_model_reloads_total", "sainet_model_info",
     "sainet_undecodable_entries_total", "sainet_batcher_restarts_total", "sainet_feature_store_up",
     "sainet_rejection_duration_seconds", "sainet_refused_before_handler_total", "sainet_fetches_in_flight",
+    "sainet_event_loop_lag_seconds",
     "sainet_feature_store_breaker_open", "sainet_feature_store_breaker_transitions_total",
 )

@@ -16,13 +16,19 @@ import asyncio
 import ipaddress
 import logging
 import math
+import sys
+import time
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.admission import ADMITTED, ARRIVED
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def _plain_answer(status: int, reason: str) -> bytes:
@@ -46,6 +52,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.header_timeout = settings.header_timeout_seconds
         self.max_connections = settings.max_connections
         self.on_refused = getattr(config, "sainet_on_refused", None)     # status -> None
+        self.door = getattr(config, "sainet_door", None)                 # service.app.Door
+        self.admitted = False          # the current request passed the door here
+        self.dropping_body = False     # the current request was refused at the door: drop its body
         self.header_bytes = 0
         self.reading_headers = True
         self.headers_completed = 0          # header sections finished on this connection
@@ -86,7 +95,36 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if size > self.max_header_bytes:    # headers that arrived in one read with their body
             self._refuse(HEADERS_TOO_LARGE, "request headers over the limit")
             return
+        arrived = time.perf_counter()
+        if self._refused_at_the_door(arrived):
+            return
         super().on_headers_complete()
+        self.scope["state"][ARRIVED] = arrived
+        self.scope["state"][ADMITTED] = self.admitted
+
+    def _refused_at_the_door(self, arrived: float) -> bool:
+        """POST /score meets the service's door (`service.app.Door`) here, before any ASGI code: a
+        refusal is written straight to the socket and the body that follows is dropped unread, the
+        connection kept alive. Only when no earlier answer is pending on the connection (never out
+        of order with pipelined requests); those pass through the app's own gate."""
+        self.admitted = False
+        if self.door is None or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        if self.parser.get_method() != b"POST" or httptools.parse_url(self.url).path != b"/score":
+            return False
+        answer = self.door.raw_refusal(self.headers)
+        if answer is None:
+            self.admitted = True
+            return False
+        self.dropping_body = True
+        self.transport.write(answer)
+        self.door.observe_refusal(arrived)
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+        elif self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+        return True
 
     def _arm_header_timer(self) -> None:
         if self.header_timer is None and not self.transport.is_closing():
@@ -103,13 +141,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(HEADERS_TOO_SLOW, "request headers not received in time")
 
     def on_body(self, body: bytes) -> None:
-        if not self.transport.is_closing():     # nothing to read for a request refused at its headers
+        # nothing to read for a request refused at its headers
+        if not self.transport.is_closing() and not self.dropping_body:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and not self.dropping_body:
             super().on_message_complete()
-        self.reading_headers, self.header_bytes = True, 0
+        self.reading_headers, self.header_bytes, self.dropping_body = True, 0, False
 
     def _refuse(self, answer: bytes, why: str) -> None:
         self._cancel_header_timer()
@@ -151,7 +190,12 @@ def server_config(app, settings: Settings, host: str, port: int, log_level: str 
         timeout_keep_alive=max(1, math.ceil(settings.keep_alive_seconds)),
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)))
     config.sainet_settings = settings
+    # The event loop and the inference thread share the GIL: at the default 5 ms switch interval the
+    # loop waits up to 5 ms behind the worker's Python (encoding) at every hand-off, and under load
+    # requests then queue before the door can see them.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     core = getattr(getattr(app, "state", None), "core", None)
     if core is not None:
         config.sainet_on_refused = lambda status: core.metrics.refused_before_handler.labels(status=status).inc()
+        config.sainet_door = core.door
     return config

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     request_timeout_ms: float = Field(1000.0, gt=0, description="deadline of a /score request; a client may "
                                       "ask for less with the X-Request-Timeout-Ms header. A request that "
                                       "cannot be answered in time gets 429 at the door")
+    max_queue_delay_ms: float = Field(250.0, gt=0, description="the door refuses a /score request (429) when "
+                                      "the work ahead of it would take longer than this at the recent "
+                                      "service rate (or longer than its own deadline)")
     breaker_failures: int = Field(3, gt=0, description="consecutive failed Redis fetches that open the circuit "
                                   "breaker (answers degraded at once, Redis probed in the background)")
     breaker_max_open_ms: float = Field(1000.0, gt=0, description="longest pause between two probes of an "

@@ -30,9 +30,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Sequence
-from typing import Callable, Iterable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 import redis
@@ -60,7 +60,7 @@ class History(Sequence):
         self.items, self.scenarios, self.timestamps = items, scenarios, timestamps
 
     @classmethod
-    def of(cls, behaviours: "Iterable[Behaviour] | History") -> "History":
+    def of(cls, behaviours: Iterable[Behaviour] | History) -> History:
         if isinstance(behaviours, History):
             return behaviours
         behaviours = list(behaviours)
@@ -140,7 +140,7 @@ def event_ids_key(prefix: str, user_id: str) -> str:
 class NewEvent(NamedTuple):
     """One behaviour to append, with the client's optional id of it (for idempotent retries)."""
     user_id: str
-    behaviour: "Behaviour"
+    behaviour: Behaviour
     event_id: str | None = None
 
 
@@ -171,7 +171,7 @@ return stored
 APPEND_SCRIPT_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 
 
-def _append_command(prefix: str, user_id: str, events: list["NewEvent"], history_length: int,
+def _append_command(prefix: str, user_id: str, events: list[NewEvent], history_length: int,
                     ttl_seconds: int | None, dedupe_seconds: float, now: float) -> tuple:
     """The EVALSHA of `APPEND_SCRIPT` for one user's events (oldest first)."""
     pairs = [value for event in events for value in (event.event_id or "", encode_behaviour(event.behaviour))]
@@ -179,7 +179,7 @@ def _append_command(prefix: str, user_id: str, events: list["NewEvent"], history
             history_length, ttl_seconds or 0, dedupe_seconds, now, *pairs)
 
 
-def _group_events(events: Iterable[tuple]) -> dict[str, list["NewEvent"]]:
+def _group_events(events: Iterable[tuple]) -> dict[str, list[NewEvent]]:
     """user id -> that user's events in arrival order; (user_id, behaviour) pairs are events without id."""
     grouped: dict[str, list[NewEvent]] = {}
     for event in events:
@@ -498,7 +498,7 @@ class RedisClusterFeatureStore(_StoreSettings):
                         for i in indices]
             try:
                 results = await self._node_pipeline(node, commands)
-            except (Exception, asyncio.TimeoutError) as error:   # the node is down or slow
+            except (TimeoutError, Exception) as error:   # the node is down or slow
                 log.warning("cluster node %s unavailable, degrading %d keys: %r",
                             node.name if node else "(none)", len(indices), error)
                 results = [redis.ConnectionError(str(error) or type(error).__name__)] * len(indices)
@@ -569,7 +569,7 @@ class RedisClusterFeatureStore(_StoreSettings):
         async def one(node) -> bool:
             try:
                 return bool(await asyncio.wait_for(node.execute_command("PING"), max(self.timeout, 0.5)))
-            except (Exception, asyncio.TimeoutError):
+            except (TimeoutError, Exception):
                 return False
 
         answers = await asyncio.gather(*(one(node) for node in self.client.get_primaries()))

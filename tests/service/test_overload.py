@@ -77,6 +77,26 @@ def test_the_door_refuses_before_the_body_is_parsed_when_the_queue_is_full(model
         assert metric(live.url, "sainet_rejection_duration_seconds_count") == 1
 
 
+def test_a_connection_refused_at_the_door_stays_usable(model_root, redis_server, settings_for):
+    """The server writes the 429 itself and drops the body that follows unread: the next request on
+    the same keep-alive connection is parsed from its own first byte."""
+    release = threading.Event()
+    with LiveServer(settings_for(model_root, redis_server.url, queue_size=1, request_timeout_ms=20_000)) as live:
+        stuck_inference(live, release)
+        with httpx.Client(base_url=live.url, timeout=30) as holder_client:
+            holder = threading.Thread(target=holder_client.post, args=("/score",), kwargs={"json": GOOD})
+            holder.start()
+            time.sleep(0.5)
+            one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            with httpx.Client(base_url=live.url, timeout=30, limits=one) as http:
+                refused = http.post("/score", json={**GOOD, "candidates": ["i1"] * 40})
+                release.set()
+                holder.join(30)
+                answers = [http.post("/score", json=GOOD) for _ in range(2)]
+    assert refused.status_code == 429 and refused.json()["detail"][0]["type"] == "Overloaded"
+    assert [a.status_code for a in answers] == [200, 200]
+
+
 def test_the_door_refuses_what_the_recent_service_rate_cannot_answer_in_time(service):
     costs = service.core.batcher.costs
     saved = costs.seconds_per_request
