@@ -3,6 +3,7 @@
 # one torch thread per worker. Finished cells are skipped, so rerunning this after an interruption
 # picks up where a study stopped; cells are claimed with file locks, so several workers (one per
 # free core) may run the same study at once: `WORKERS=2 scripts/run_studies.sh`.
+# Studies: amazon-cdsr-converged, then movielens-1m-converged.
 # Cells: results-data/<study>/cells/ (committed); reports: docs/results/<study>/; logs: runs/study-logs/.
 #
 #   scripts/run_studies.sh [DATA_ROOT]      default DATA_ROOT: ../shared/data
@@ -25,9 +26,18 @@ amazon_converged() {
     --cells-dir results-data/amazon-cdsr-converged/cells --out docs/results/amazon-cdsr-converged
 }
 
+# MovieLens-1M at convergence (issue 14 item 5): SAINet against the three strongest baselines of the
+# Amazon grid (AdaSparse, PEPNet, DNN) and sainet-no-sdt, the same regime, 5 seeds.
+movielens_converged() {
+  nice -n 19 "$SAINET" study --dataset movielens-1m --data-dir "$DATA/movielens-1m" --split random \
+    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 5 --no-curves --threads 1 \
+    --cells-dir results-data/movielens-1m-converged/cells --out docs/results/movielens-1m-converged
+}
+
+# One worker runs the studies in turn (a finished study's cells are skipped at once).
 for i in $(seq 1 "$WORKERS"); do
-  setsid nohup bash -c "$(declare -f amazon_converged); SAINET=$SAINET DATA=$DATA; amazon_converged" \
-    > "$LOGS/amazon-cdsr-converged.worker-$i.log" 2>&1 < /dev/null &
-  echo "worker $i: pid $! log $LOGS/amazon-cdsr-converged.worker-$i.log"
+  setsid nohup bash -c "$(declare -f amazon_converged movielens_converged); SAINET=$SAINET DATA=$DATA; \
+    amazon_converged; movielens_converged" > "$LOGS/converged.worker-$i.log" 2>&1 < /dev/null &
+  echo "worker $i: pid $! log $LOGS/converged.worker-$i.log"
 done
-echo "cells in results-data/amazon-cdsr-converged/cells/, report in docs/results/amazon-cdsr-converged/"
+echo "cells in results-data/<study>/cells/, reports in docs/results/<study>/"

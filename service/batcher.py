@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,14 +42,16 @@ class ScoreJob:
 
 
 class CostEstimate:
-    """Recent costs as exponentially weighted averages: the wall time per request of the inference
-    stage while it runs back to back (the service rate the door estimates waits from: it includes
-    what the event loop takes from the same core), and the time of one Redis fetch."""
+    """Recent costs: the wall time per request of the inference stage while it runs back to back
+    (the service rate the door estimates waits from: it includes what the event loop takes from the
+    same core), and the time of one Redis fetch. Each is the median of the last `window` samples,
+    so one slow run (a pause, a stuck worker) does not move it."""
 
-    def __init__(self, seconds_per_request: float = 0.001, fetch_seconds: float = 0.001, weight: float = 0.1):
+    def __init__(self, seconds_per_request: float = 0.001, fetch_seconds: float = 0.001, window: int = 15):
+        self._per_request: deque[float] = deque([seconds_per_request], maxlen=window)
+        self._fetches: deque[float] = deque([fetch_seconds], maxlen=window)
         self.seconds_per_request = seconds_per_request
         self.fetch_seconds = fetch_seconds
-        self.weight = weight
         self._previous_start: float | None = None
         self._previous_requests = 0
         self._back_to_back = False
@@ -58,11 +61,13 @@ class CostEstimate:
             sample = (started - self._previous_start) / self._previous_requests
         else:   # the worker was idle before this run: only its own time is known, a lower bound
             sample = (finished - started) / requests
-        self.seconds_per_request += self.weight * (sample - self.seconds_per_request)
+        self._per_request.append(sample)
+        self.seconds_per_request = statistics.median(self._per_request)
         self._previous_start, self._previous_requests, self._back_to_back = started, requests, more_waiting
 
     def observe_fetch(self, seconds: float) -> None:
-        self.fetch_seconds += self.weight * (seconds - self.fetch_seconds)
+        self._fetches.append(seconds)
+        self.fetch_seconds = statistics.median(self._fetches)
 
 
 @dataclass
@@ -142,7 +147,9 @@ class DynamicBatcher:
         every answer late, while a short one keeps the worker just as busy."""
         if self.backlog >= self.queue_size:
             return "queue_full"
-        if self.estimated_seconds_to_answer() > min(budget_seconds, self.max_queue_delay):
+        # nothing ahead: the request starts at once, and refusing it would also stop the estimate
+        # from ever learning that the service is fast again
+        if self.backlog and self.estimated_seconds_to_answer() > min(budget_seconds, self.max_queue_delay):
             return "deadline_estimate"
         return None
 
@@ -190,16 +197,17 @@ class DynamicBatcher:
             return await asyncio.wait_for(asyncio.shield(job.future), max(0.0, job.deadline - time.perf_counter()))
         except TimeoutError:
             pass
-        if job.started:   # a batch that started in time may finish a little after the deadline
+        if job.started and not job.future.done():   # a started batch may finish a little late
             try:
                 return await asyncio.wait_for(asyncio.shield(job.future), ANSWER_GRACE_SECONDS)
             except TimeoutError:
                 pass
-        else:
-            try:
-                self.pending.remove(job)
-            except ValueError:
-                pass
+        if job.future.done() and not job.future.cancelled():   # answered (or refused) meanwhile
+            return job.future.result()
+        try:
+            self.pending.remove(job)
+        except ValueError:
+            pass
         job.future.cancel()     # the stages skip it if they still come to it
         self.metrics.rejected.labels(reason="deadline").inc()
         raise DeadlineExceeded("no answer within the request's deadline") from None
