@@ -331,11 +331,15 @@ class DynamicBatcher:
         started = time.perf_counter()
         # the Redis budget is this fetch's own, never longer than its requests can wait
         budget = min(self.redis_timeout, max(0.0, max(j.deadline for j in jobs) - started))
+        fetch = asyncio.ensure_future(self.store.fetch([j.user_id for j in jobs], history_length))
         try:
-            states = await asyncio.wait_for(self.store.fetch([j.user_id for j in jobs], history_length), budget)
+            # shielded: past the budget the fetch is abandoned, not cancelled, so its reply still
+            # lands and its connection stays usable (the store bounds how late, see its read sockets)
+            states = await asyncio.wait_for(asyncio.shield(fetch), budget)
             if self.breaker is not None:
                 self.breaker.record_success()
         except Exception as error:  # Redis down, slow or failing: score as cold start
+            fetch.add_done_callback(_ignore_outcome)
             log.warning("feature store unavailable, scoring %d requests as cold start: %r", len(jobs), error)
             states = [UserState(degraded=True) for _ in jobs]
             if self.breaker is not None:
@@ -445,6 +449,12 @@ class DynamicBatcher:
                 scores[i] = group_scores[row, :len(jobs[i].candidates)]
                 history_lengths[i] = encoded.history_lengths[row]
         return scores, history_lengths, padded_rows
+
+
+def _ignore_outcome(task: asyncio.Future) -> None:
+    """Reads an abandoned fetch's outcome, so that a late failure is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def width_groups(widths: list[int], slack: float = 1.25) -> list[list[int]]:

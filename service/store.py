@@ -288,14 +288,20 @@ class RedisFeatureStore(_StoreSettings):
         super().__init__(url, history_length, ttl_seconds, prefix, on_undecodable, dedupe_seconds)
         wait = timeout_seconds if pool_timeout_seconds is None else pool_timeout_seconds
 
-        def client(connections: int) -> aredis.Redis:
+        def client(connections: int, socket_timeout: float) -> aredis.Redis:
             pool = aredis.BlockingConnectionPool.from_url(
-                url, max_connections=connections, timeout=wait, socket_timeout=timeout_seconds,
+                url, max_connections=connections, timeout=wait, socket_timeout=socket_timeout,
                 socket_connect_timeout=timeout_seconds, retry_on_timeout=False, health_check_interval=30)
             return aredis.Redis(connection_pool=pool)
 
-        self.client = client(read_connections)
-        self.write_client = client(write_connections)
+        self.timeout = timeout_seconds
+        # The read sockets outlive a fetch's own budget (which the batcher enforces): a reply that
+        # comes late still completes, in the background, and its connection goes back to the pool
+        # warm. A socket timed out mid-reply is dropped, and on a slow link a new one pays its
+        # handshake's round trips, so every fetch after a late one would be late too.
+        self.late_reply_seconds = max(1.0, 10 * timeout_seconds)
+        self.client = client(read_connections, self.late_reply_seconds)
+        self.write_client = client(write_connections, timeout_seconds)
 
     async def fetch(self, user_ids: list[str], history_length: int) -> list[UserState]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -340,8 +346,8 @@ class RedisFeatureStore(_StoreSettings):
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
-        except (redis.RedisError, OSError):
+            return bool(await asyncio.wait_for(self.client.ping(), self.timeout))
+        except (redis.RedisError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:

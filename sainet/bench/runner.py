@@ -123,8 +123,9 @@ class Server:
     def __enter__(self) -> "Server":
         cpu = self.cpu
         self._log = open(self.log_path, "w")
+        # its own process group: a server that starts workers of its own (LitServe) is stopped whole
         self.process = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+                                        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}), start_new_session=True)
         self.wait_ready()
         return self
 
@@ -156,13 +157,18 @@ class Server:
         return {"rss_mb": fields.get("VmRSS", float("nan")), "peak_rss_mb": fields.get("VmHWM", float("nan"))}
 
     def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            try:     # whatever it started and left behind
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._log.close()
 
 
