@@ -52,7 +52,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.header_timeout = settings.header_timeout_seconds
         self.max_connections = settings.max_connections
         self.on_refused = getattr(config, "sainet_on_refused", None)     # status -> None
-        self.door = getattr(config, "sainet_door", None)                 # service.app.Door
+        self.door = getattr(config, "sainet_door", None)                 # service.admission.Door
         self.admitted = False          # the current request passed the door here
         self.dropping_body = False     # the current request was refused at the door: drop its body
         self.header_bytes = 0
@@ -103,10 +103,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.scope["state"][ADMITTED] = self.admitted
 
     def _refused_at_the_door(self, arrived: float) -> bool:
-        """POST /score meets the service's door (`service.app.Door`) here, before any ASGI code: a
-        refusal is written straight to the socket and the body that follows is dropped unread, the
-        connection kept alive. Only when no earlier answer is pending on the connection (never out
-        of order with pipelined requests); those pass through the app's own gate."""
+        """POST /score meets the service's door (`service.admission.Door`) here, before any ASGI code:
+        a refusal is written straight to the socket and the body that follows is dropped unread, the
+        connection kept alive (closed if the body has not arrived within the header timeout). Only
+        when no earlier answer is pending on the connection (never out of order with pipelined
+        requests); those pass through the app's own gate."""
         self.admitted = False
         if self.door is None or (self.cycle is not None and not self.cycle.response_complete):
             return False
@@ -119,6 +120,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.dropping_body = True
         self.transport.write(answer)
         self.door.observe_refusal(arrived)
+        self.loop.call_later(self.header_timeout, self._close_if_still_dropping, self.headers_completed)
         if not self.parser.should_keep_alive():
             self.transport.close()
         elif self.timeout_keep_alive_task is None:
@@ -139,6 +141,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         if self.reading_headers and (self.cycle is None or self.cycle.response_complete):
             self._refuse(HEADERS_TOO_SLOW, "request headers not received in time")
+
+    def _close_if_still_dropping(self, request: int) -> None:
+        if self.dropping_body and self.headers_completed == request and not self.transport.is_closing():
+            self.transport.close()      # a refused request's body that trickles on holds nothing
 
     def on_body(self, body: bytes) -> None:
         # nothing to read for a request refused at its headers

@@ -6,6 +6,7 @@ many times longer than the answer takes"."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -95,6 +96,30 @@ def test_a_connection_refused_at_the_door_stays_usable(model_root, redis_server,
                 answers = [http.post("/score", json=GOOD) for _ in range(2)]
     assert refused.status_code == 429 and refused.json()["detail"][0]["type"] == "Overloaded"
     assert [a.status_code for a in answers] == [200, 200]
+
+
+def test_a_refused_body_that_trickles_on_does_not_hold_the_connection(model_root, redis_server, settings_for):
+    release = threading.Event()
+    settings = settings_for(model_root, redis_server.url, queue_size=1, request_timeout_ms=20_000,
+                            header_timeout_seconds=1)
+    with LiveServer(settings) as live:
+        stuck_inference(live, release)
+        with httpx.Client(base_url=live.url, timeout=30) as holder_client:
+            holder = threading.Thread(target=holder_client.post, args=("/score",), kwargs={"json": GOOD})
+            holder.start()
+            time.sleep(0.5)
+            host, port = live.url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                raw.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                            b"content-length: 5000\r\n\r\n{\"user")
+                answer = raw.recv(4096)
+                raw.sendall(b"_id\": ")              # ... and the rest never comes
+                rest = b""
+                while chunk := raw.recv(4096):         # the server closes within the header timeout
+                    rest += chunk
+            release.set()
+            holder.join(30)
+    assert answer.startswith(b"HTTP/1.1 429") and rest == b""
 
 
 def test_the_door_refuses_what_the_recent_service_rate_cannot_answer_in_time(model_root, redis_server,
