@@ -482,14 +482,14 @@ def test_scores_are_still_finite_after_all_that(service):
 
 # Issue 13 (part): /events bursts cannot starve /score of Redis connections ----------------------------
 
-def test_a_burst_of_blocked_writers_degrades_no_score(service, redis_server):
+def test_a_burst_of_blocked_writers_degrades_no_score(model_root, redis_server, settings_for):
     """Writes are paused in Redis (CLIENT PAUSE WRITE), so 150 concurrent /events hold or wait for
-    connections; reads still run. Scoring draws on a pool of its own and is never degraded."""
-    admin = redis.Redis.from_url(redis_server.url)
-
-    async def fire():
+    connections; reads still run. Scoring draws on a pool of its own and is never degraded. (The
+    door's queue-delay bound is lifted: on a loaded test machine it may refuse part of a burst of 32,
+    which is its job, and not what this test is about.)"""
+    async def fire(url: str):
         limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
-        async with httpx.AsyncClient(base_url=service.url, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
             event = {"user_id": "burst", "item_id": "i1", "scenario": "home"}
             writers = [asyncio.create_task(http.post("/events", json=event)) for _ in range(150)]
             await asyncio.sleep(0.3)           # the writers hold every write connection now
@@ -497,12 +497,14 @@ def test_a_burst_of_blocked_writers_degrades_no_score(service, redis_server):
                                             for i in range(32)])
             return scores, await asyncio.gather(*writers)
 
-    try:
-        admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
-        scores, writes = asyncio.run(fire())
-    finally:
-        admin.execute_command("CLIENT", "UNPAUSE")
-        admin.close()
+    admin = redis.Redis.from_url(redis_server.url)
+    with LiveServer(settings_for(model_root, redis_server.url, max_queue_delay_ms=60_000)) as service:
+        try:
+            admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+            scores, writes = asyncio.run(fire(service.url))
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
     assert [s.status_code for s in scores] == [200] * 32
     assert not any(s.json()["degraded"] for s in scores), [s.json() for s in scores]
     assert {w.status_code for w in writes} <= {200, 503}
