@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -828,19 +827,10 @@ def remove_worktree(path: Path) -> None:
 
 
 def machine() -> dict:
-    cpu_model = ""
-    try:
-        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = None
-    return {"host": platform.node(), "cpu": cpu_model, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": ort, "load_average": os.getloadavg()}
+    """`sainet bench`'s machine description, plus the load average at the start of the run."""
+    from sainet.bench.runner import machine as bench_machine
+
+    return {**bench_machine(), "load_average": os.getloadavg()}
 
 
 def run_chaos(model_dir: Path, out_dir: Path, config: ChaosConfig, baseline_ref: str | None = None,
