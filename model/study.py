@@ -53,6 +53,19 @@ CURVES: dict[str, tuple] = {
     "heads": (1, 2, 4, 8),
 }
 
+# The readings of the paper that SAINet's config documents (model/models/sainet.py), as overrides of
+# the registered `sainet`; "literal" (no override) is the main table's SAINet. Each other reading is
+# one choice changed (and one pair of them), so the table says which choice moves validation AUC.
+READINGS: dict[str, dict] = {
+    "literal": {},
+    "sie-residual-layer-norm": {"sie_residual": True, "sie_layer_norm": True},
+    "tif-scaled": {"tif_scaled": True},
+    "sdt-gate-scale-2": {"sdt_gate_scale": 2.0},
+    "sdt-gate-scenario-only": {"sdt_gate_input": "scenario"},
+    "init-all": {"init_scope": "all"},
+    "sie-residual-layer-norm+tif-scaled": {"sie_residual": True, "sie_layer_norm": True, "tif_scaled": True},
+}
+READING_PREFIX = "reading="
 
 # The Scenario-Wise Rec benchmark's exact setting (movielens-1m), as `sainet study` option values
 # that the protocol fixes (its features and the empty history come with the data protocol), and
@@ -75,6 +88,7 @@ class StudyConfig:
     lr_grid: tuple[float, ...] = ()     # per-model learning-rate grid chosen on validation; () = train.learning_rate
     tune_seed: int = 0                  # the seed the grid is trained on
     cells_dir: str | None = None        # where the cells live; None: <out>/cells
+    reading_seeds: int = 0              # seeds of each SAINet reading (READINGS), compared on validation; 0: none
 
 
 TUNE_PREFIX = "lr="
@@ -224,6 +238,10 @@ def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
     seed (so that every model has a few seeds early), then the curves."""
     cells = [(m, lr_variant(lr), {}, config.tune_seed) for m in config.models for lr in config.lr_grid]
     cells += [(m, "main", {}, s) for s in range(config.seeds) for m in config.models]
+    # seed by seed, so that a partial comparison covers every reading; the literal reading's cells are
+    # the main table's SAINet cells
+    cells += [(MAIN_MODEL, f"{READING_PREFIX}{name}", overrides, s) for s in range(config.reading_seeds)
+              for name, overrides in READINGS.items() if overrides]
     if config.curves and MAIN_MODEL in MODEL_REGISTRY:
         defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
         for name, values in CURVES.items():
@@ -479,6 +497,9 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
     curves = plot_curves(frame, out_dir) if config.curves else {}
+    readings = readings_report(finished_cells, config.reading_seeds)
+    if readings:
+        (out_dir / "readings.md").write_text(readings_markdown(readings, config.reading_seeds))
 
     meta = {"command": command, "commit": git_commit(), "machine": f"{platform.node()} {platform.machine()} "
             f"{platform.processor() or ''} cpus={os.cpu_count()}".strip(),
@@ -494,7 +515,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "stopped_at_cap_improving": sorted(
                 cell_name(r.model, r.variant, r.seed) for r in finished_cells.itertuples()
                 if r.stop_reason == "cap"),
-            "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves,
+            "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves, "readings": readings,
             "references": references}
     # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
     previous = out_dir / "study.json"
@@ -509,6 +530,57 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                                                      if i.get("trained", True)))
     (out_dir / "study.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def readings_report(finished_cells: pd.DataFrame, seeds: int) -> dict:
+    """Per SAINet reading: validation AUC (overall) over seeds 0..seeds-1, the test AUC beside it (for
+    the record, never for the choice) and, once every reading has all its seeds, the chosen one: the
+    best mean validation AUC. Empty when the study runs no readings."""
+    if not seeds:
+        return {}
+    sainet = finished_cells[(finished_cells.model == MAIN_MODEL) & (finished_cells.seed < seeds)]
+    report: dict = {"seeds": seeds, "readings": {}}
+    for name, overrides in READINGS.items():
+        variant = f"{READING_PREFIX}{name}" if overrides else "main"
+        group = sainet[sainet.variant == variant].sort_values("seed")
+        valid = group.valid_auc.dropna().to_numpy(dtype=float)
+        report["readings"][name] = {
+            "overrides": overrides, "seeds_finished": len(group),
+            "valid_auc_mean": float(valid.mean()) if len(valid) else None,
+            "valid_auc_std": float(valid.std(ddof=1)) if len(valid) > 1 else None,
+            "valid_auc_per_seed": valid.tolist(),
+            "test_auc_mean": float(group.auc.mean()) if len(group) else None}
+    complete = {n: r for n, r in report["readings"].items() if r["seeds_finished"] >= seeds}
+    report["chosen"] = max(complete, key=lambda n: complete[n]["valid_auc_mean"]) \
+        if len(complete) == len(READINGS) else None
+    literal = report["readings"]["literal"]["valid_auc_per_seed"]
+    for entry in report["readings"].values():     # paired by seed: the seeds share data order and init
+        ours = entry["valid_auc_per_seed"]
+        n = min(len(ours), len(literal))
+        entry["valid_minus_literal"] = float(np.mean(np.subtract(ours[:n], literal[:n]))) if n else None
+        entry["paired_t_p"] = float(scipy_stats.ttest_rel(ours[:n], literal[:n]).pvalue) \
+            if n > 1 and ours[:n] != literal[:n] else None
+    return report
+
+
+def readings_markdown(report: dict, seeds: int) -> str:
+    lines = ["# SAINet's readings, compared on validation", "",
+             f"Overall validation AUC (best evaluation) of each reading over seeds 0-{seeds - 1}; the chosen reading "
+             "(best mean) in bold. The difference to the literal reading is paired by seed (same data order), "
+             "with the paired t-test's p. Test AUC is listed for the record and is never used for the choice.", "",
+             "| reading | overrides | seeds | validation AUC | - literal | p | test AUC (overall) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in report["readings"].items():
+        valid = "…" if r["valid_auc_mean"] is None else f"{r['valid_auc_mean']:.4f}" + (
+            "" if r["valid_auc_std"] is None else f" ± {r['valid_auc_std']:.4f}")
+        label = f"**{name}**" if name == report["chosen"] else name
+        overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(none)"
+        delta = "" if r["valid_minus_literal"] is None or name == "literal" else f"{r['valid_minus_literal']:+.4f}"
+        test = "…" if r["test_auc_mean"] is None else f"{r['test_auc_mean']:.4f}"
+        lines.append(f"| {label} | {overrides} | {r['seeds_finished']} | {valid} | {delta} | "
+                     f"{format_stat(r['paired_t_p'], 3)} | {test} |")
+    lines += ["", f"Chosen: {report['chosen'] or 'pending (not every reading has all its seeds)'}."]
+    return "\n".join(lines) + "\n"
 
 
 def tuning_report(config: StudyConfig, cells: Path) -> dict:

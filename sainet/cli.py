@@ -203,6 +203,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                           max_train_examples=args.max_train_examples, progress=False,
                           eval_every_steps=args.eval_every_steps, max_steps=args.max_steps),
         model_overrides=tuple(overrides.items()), lr_grid=args.lr_grid, cells_dir=args.cells_dir,
+        reading_seeds=args.reading_seeds,
     )
     options = dataclasses.replace(_data_options(args), protocol=args.protocol)
     summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv),
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--lr", type=float, help="the lr without a grid (default 1e-3)")
     study.add_argument("--lr-grid", type=_lr_grid, help="per-model learning rates tried on seed 0, chosen on "
                                                         "validation AUC (default 3e-4,1e-3,3e-3; none: --lr)")
+    study.add_argument("--reading-seeds", type=int, default=0,
+                       help="also train each of SAINet's documented readings (model.study.READINGS) on this many "
+                            "seeds and compare them on validation AUC (readings.md); default 0: none")
     study.add_argument("--cells-dir", help="folder of the per-cell JSON files (default: <out>/cells)")
     study.add_argument("--weight-decay", type=float, help="default 0")
     study.add_argument("--embed-dim", type=int, help="embedding size of every model (default: each model's)")

@@ -19,10 +19,11 @@ mkdir -p "$LOGS"
 
 # Amazon Food-Kitchen at convergence (issue 14): batch 512, validation every 200 steps, patience 3
 # evaluations, budget 20 epochs, each model's lr chosen on validation from 3e-4,1e-3,3e-3 on seed 0
-# (the `sainet study` defaults), then 10 seeds. Plan order: every model's lr grid, then seed by seed.
+# (the `sainet study` defaults), then 10 seeds. Plan order: every model's lr grid, then seed by seed,
+# then SAINet's documented readings (issue 14 item 4) on 5 seeds each, compared on validation (readings.md).
 amazon_converged() {
   nice -n 19 "$SAINET" study --dataset amazon-cdsr --data-dir "$DATA/amazon-food-kitchen" \
-    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 10 --no-curves --threads 1 \
+    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 10 --reading-seeds 5 --no-curves --threads 1 \
     --cells-dir results-data/amazon-cdsr-converged/cells --out docs/results/amazon-cdsr-converged
 }
 

@@ -155,3 +155,23 @@ def test_intervals_decide_the_outcome():
     assert interval_outcome(difference_interval(b, a)) == "SAINet lower"
     assert interval_outcome(difference_interval(a, a + 0.001)) == "no significant difference"
     assert interval_outcome(difference_interval(a[:1], b)) == "n/a (too few seeds)"
+
+
+def test_readings_are_compared_on_validation_and_one_is_chosen(tmp_path):
+    from model.study import READINGS
+
+    out = tmp_path / "report"
+    args = ["study", *TINY, "--models", "sainet", "--seeds", "1", "--reading-seeds", "1", "--no-curves",
+            "--epochs", "1", "--batch-size", "512", "--lr-grid", "none", "--threads", "1",
+            "--model-opt", "embed_dim=8", "--model-opt", "tower=16,8", "--out", str(out)]
+    assert main(args) == 0
+    cells = sorted(p.stem for p in (out / "cells").iterdir())
+    # the literal reading is the main SAINet cell; every other reading has a cell of its own
+    assert cells == sorted(["sainet__main__seed0",
+                            *(f"sainet__reading={n}__seed0" for n, o in READINGS.items() if o)])
+    readings = json.loads((out / "study.json").read_text())["readings"]
+    valid = {n: r["valid_auc_mean"] for n, r in readings["readings"].items()}
+    assert readings["chosen"] == max(valid, key=valid.get)
+    overrides = json.loads((out / "cells" / "sainet__reading=tif-scaled__seed0.json").read_text())["overrides"]
+    assert overrides == {"tif_scaled": True}
+    assert f"**{readings['chosen']}**" in (out / "readings.md").read_text()
