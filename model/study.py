@@ -37,10 +37,11 @@ import pandas as pd
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.examples import PreparedData
 from model.data.schema import FIRST_KNOWN_INDEX
+from model.diagnostics import history_path_diagnostics
 from model.metrics import item_popularity, per_scenario_auc, safe_auc
 from model.models import MODEL_REGISTRY
 from model.provenance import git_commit
-from model.train import TrainConfig, train_model
+from model.train import TrainConfig, load_run, train_model
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
     with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
         metrics = train_model(data, model, {**dict(config.model_overrides), **overrides}, train_config,
                               Path(run_dir), options)
+        history_path = history_path_diagnostics(load_run(Path(run_dir)).model, data.splits["valid"])
     rows = [{"scenario": "overall", "auc": metrics["auc"]["overall"], "logloss": metrics["logloss"]}]
     rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
              for scenario, auc in metrics["auc"]["per_scenario"].items()]
@@ -228,7 +230,8 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
             "stopped_at_cap_improving": metrics["stopped_at_cap_improving"],
             "seconds": time.perf_counter() - started,
             # CPU seconds of this process: unlike wall time, not inflated by other work on the machine
-            "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"]}
+            "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"],
+            "history_path": history_path}
     write_cell(path, cell)
     return cell
 
@@ -497,7 +500,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
     curves = plot_curves(frame, out_dir) if config.curves else {}
-    readings = readings_report(finished_cells, config.reading_seeds)
+    readings = readings_report(cells, config.reading_seeds)
     if readings:
         (out_dir / "readings.md").write_text(readings_markdown(readings, config.reading_seeds))
 
@@ -532,24 +535,41 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     return meta
 
 
-def readings_report(finished_cells: pd.DataFrame, seeds: int) -> dict:
+HISTORY_PATH_FIGURES = ("sie_entropy_ratio_last_block", "tif_entropy_ratio", "cosine_raw", "cosine_after_blocks")
+
+
+def history_path_means(cells: list[dict]) -> dict:
+    """The mean over cells of what their SAINet's history path does (`model.diagnostics`)."""
+    figures = [c["history_path"] for c in cells if c.get("history_path") and "cosine_raw" in c["history_path"]]
+    values = {name: [] for name in HISTORY_PATH_FIGURES}
+    for f in figures:
+        last_sie = f["sie_entropy_ratio"][-1] if f["sie_entropy_ratio"] else None
+        for name, value in zip(HISTORY_PATH_FIGURES, (last_sie, f["tif_entropy_ratio"], f["cosine_raw"],
+                                                      f["cosine_after_blocks"])):
+            if value is not None:
+                values[name].append(value)
+    return {"cells": len(figures), **{name: float(np.mean(v)) if v else None for name, v in values.items()}}
+
+
+def readings_report(cells_dir: Path, seeds: int) -> dict:
     """Per SAINet reading: validation AUC (overall) over seeds 0..seeds-1, the test AUC beside it (for
-    the record, never for the choice) and, once every reading has all its seeds, the chosen one: the
-    best mean validation AUC. Empty when the study runs no readings."""
+    the record, never for the choice), what its history path does, and, once every reading has all
+    its seeds, the chosen one: the best mean validation AUC. Empty when the study runs no readings."""
     if not seeds:
         return {}
-    sainet = finished_cells[(finished_cells.model == MAIN_MODEL) & (finished_cells.seed < seeds)]
     report: dict = {"seeds": seeds, "readings": {}}
     for name, overrides in READINGS.items():
         variant = f"{READING_PREFIX}{name}" if overrides else "main"
-        group = sainet[sainet.variant == variant].sort_values("seed")
-        valid = group.valid_auc.dropna().to_numpy(dtype=float)
+        cells = [c for c in (read_cell(cells_dir, MAIN_MODEL, variant, s) for s in range(seeds)) if c]
+        valid = np.array([c["valid_auc"] for c in cells if c.get("valid_auc") is not None], dtype=float)
+        test = [next(r["auc"] for r in c["rows"] if r["scenario"] == "overall") for c in cells]
         report["readings"][name] = {
-            "overrides": overrides, "seeds_finished": len(group),
+            "overrides": overrides, "seeds_finished": len(cells),
             "valid_auc_mean": float(valid.mean()) if len(valid) else None,
             "valid_auc_std": float(valid.std(ddof=1)) if len(valid) > 1 else None,
             "valid_auc_per_seed": valid.tolist(),
-            "test_auc_mean": float(group.auc.mean()) if len(group) else None}
+            "test_auc_mean": float(np.mean(test)) if test else None,
+            "history_path": history_path_means(cells)}
     complete = {n: r for n, r in report["readings"].items() if r["seeds_finished"] >= seeds}
     report["chosen"] = max(complete, key=lambda n: complete[n]["valid_auc_mean"]) \
         if len(complete) == len(READINGS) else None
@@ -568,8 +588,12 @@ def readings_markdown(report: dict, seeds: int) -> str:
              f"Overall validation AUC (best evaluation) of each reading over seeds 0-{seeds - 1}; the chosen reading "
              "(best mean) in bold. The difference to the literal reading is paired by seed (same data order), "
              "with the paired t-test's p. Test AUC is listed for the record and is never used for the choice.", "",
-             "| reading | overrides | seeds | validation AUC | - literal | p | test AUC (overall) |",
-             "|---|---|---|---|---|---|---|"]
+             "The history path (validation, `model/diagnostics.py`; mean over the seeds that recorded it): attention "
+             "entropy relative to uniform (1 = uniform) of the last SIE block and of TIF, and the mean pairwise cosine "
+             "of a request's behaviours as item embeddings and after the blocks.", "",
+             "| reading | overrides | seeds | validation AUC | - literal | p | test AUC (overall) "
+             "| SIE entropy / uniform | TIF entropy / uniform | cosine raw → after blocks |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["readings"].items():
         valid = "…" if r["valid_auc_mean"] is None else f"{r['valid_auc_mean']:.4f}" + (
             "" if r["valid_auc_std"] is None else f" ± {r['valid_auc_std']:.4f}")
@@ -577,8 +601,13 @@ def readings_markdown(report: dict, seeds: int) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(none)"
         delta = "" if r["valid_minus_literal"] is None or name == "literal" else f"{r['valid_minus_literal']:+.4f}"
         test = "…" if r["test_auc_mean"] is None else f"{r['test_auc_mean']:.4f}"
+        path = r["history_path"]
+
+        def figure(name: str) -> str:
+            return "n/a" if path.get(name) is None else f"{path[name]:.3f}"
         lines.append(f"| {label} | {overrides} | {r['seeds_finished']} | {valid} | {delta} | "
-                     f"{format_stat(r['paired_t_p'], 3)} | {test} |")
+                     f"{format_stat(r['paired_t_p'], 3)} | {test} | {figure('sie_entropy_ratio_last_block')} | "
+                     f"{figure('tif_entropy_ratio')} | {figure('cosine_raw')} → {figure('cosine_after_blocks')} |")
     lines += ["", f"Chosen: {report['chosen'] or 'pending (not every reading has all its seeds)'}."]
     return "\n".join(lines) + "\n"
 

@@ -45,14 +45,24 @@ class ScenarioAwareSelfAttention(nn.Module):
         self.norm = nn.LayerNorm(dim) if layer_norm else None
         self.output_dim = dim
 
-    def forward(self, x: torch.Tensor, scenario_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x, scenario_emb: [B, N, dim]; mask: [B, N] bool -> [B, N, dim], zero at padding."""
+    def _heads(self, x: torch.Tensor, scenario_emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Q, K, V per head, each [B, h, N, d_k] (eq. 3: item and scenario projections added)."""
         qkv = self.item_qkv(x)
         if self.scenario_qkv is not None:
             qkv = qkv + self.scenario_qkv(scenario_emb)
         batch, length = x.shape[0], x.shape[1]
-        q, k, v = (t.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)
-                   for t in qkv.chunk(3, dim=-1))                        # [B, h, N, d_k]
+        return tuple(t.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)
+                     for t in qkv.chunk(3, dim=-1))
+
+    def attention_weights(self, x: torch.Tensor, scenario_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, h, N, N]: the attention forward applies (for diagnostics; forward uses the fused kernel)."""
+        q, k, _ = self._heads(x, scenario_emb)
+        return masked_softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), mask[:, None, None, :])
+
+    def forward(self, x: torch.Tensor, scenario_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x, scenario_emb: [B, N, dim]; mask: [B, N] bool -> [B, N, dim], zero at padding."""
+        q, k, v = self._heads(x, scenario_emb)                             # [B, h, N, d_k]
+        batch, length = x.shape[0], x.shape[1]
         # Fused kernel (3x faster than explicit matmuls on CPU); softmax(QK^T/sqrt(d_k) + mask) V.
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=additive_mask(mask[:, None, None, :], q.dtype))  # [B, h, N, d_k]
@@ -94,10 +104,14 @@ class TargetAwareInterestFusion(nn.Module):
         self.scale = 1.0 / math.sqrt(dim) if scaled else 1.0
         self.output_dim = dim
 
+    def attention_weights(self, target: torch.Tensor, interests: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, C, N]: each candidate's weights over the behaviours (eq. 8's softmax)."""
+        scores = self.query(target) @ self.key(interests).transpose(-1, -2) * self.scale
+        return masked_softmax(scores, mask[:, None, :])
+
     def forward(self, target: torch.Tensor, interests: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """target: [B, C, query_dim]; interests: [B, N, dim]; mask: [B, N] -> [B, C, dim]."""
-        scores = self.query(target) @ self.key(interests).transpose(-1, -2) * self.scale  # [B, C, N]
-        fused = masked_softmax(scores, mask[:, None, :]) @ self.value(interests)
+        fused = self.attention_weights(target, interests, mask) @ self.value(interests)
         has_history = mask.any(dim=-1)
         return fused * has_history[:, None, None].to(fused.dtype)
 

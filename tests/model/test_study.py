@@ -175,3 +175,4 @@ def test_readings_are_compared_on_validation_and_one_is_chosen(tmp_path):
     overrides = json.loads((out / "cells" / "sainet__reading=tif-scaled__seed0.json").read_text())["overrides"]
     assert overrides == {"tif_scaled": True}
     assert f"**{readings['chosen']}**" in (out / "readings.md").read_text()
+    assert readings["readings"]["tif-scaled"]["history_path"]["cells"] == 1   # each SAINet cell records its history path
