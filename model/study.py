@@ -37,6 +37,7 @@ import pandas as pd
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.examples import PreparedData
 from model.data.schema import FIRST_KNOWN_INDEX
+from model.data.synthetic import SyntheticConfig, attainable_click_prob
 from model.diagnostics import history_path_diagnostics
 from model.metrics import item_popularity, per_scenario_auc, safe_auc
 from model.models import MODEL_REGISTRY
@@ -263,7 +264,7 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = prepare_dataset(options)
-    references = reference_aucs(data)
+    references = reference_aucs(data, options.synthetic if options.dataset == "synthetic" else None)
     cells = planned_cells(config)
     trained_here = 0
     # Passes over the plan until one trains nothing: a pass can finish a grid that later cells wait for.
@@ -288,13 +289,18 @@ def run_study(options: DataOptions, config: StudyConfig, out_dir: Path, command:
                              options, references, planned=len(cells), cells_trained=trained_here)
 
 
-def reference_aucs(data: PreparedData) -> dict[str, dict[str, float | None]]:
+def reference_aucs(data: PreparedData,
+                   synthetic: SyntheticConfig | None = None) -> dict[str, dict[str, float | None]]:
     """Test AUC of scores that are not models: item popularity (training click rate per item) and,
-    for synthetic data, the true click probabilities (the oracle)."""
+    for the synthetic world `synthetic` the data was generated from, the best score attainable from
+    what a model sees (the true model's posterior given the history) and the true click
+    probabilities (the oracle, which knows each user's taste and no model can reach)."""
     train, test = data.splits["train"], data.splits["test"]
     scores = {"item popularity (training CTR)": item_popularity(train.target_item, train.label, test.target_item)}
+    if synthetic is not None:
+        scores["attainable (posterior given the history)"] = attainable_click_prob(synthetic, data)
     if test.oracle_prob is not None:
-        scores["oracle (true click probability)"] = test.oracle_prob
+        scores["oracle (true click probability, full information)"] = test.oracle_prob
     return {name: {**per_scenario_auc(test.label, score, test.target_scenario, data.schema.scenarios,
                                       FIRST_KNOWN_INDEX), "overall": safe_auc(test.label, score)}
             for name, score in scores.items()}

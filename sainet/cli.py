@@ -23,28 +23,31 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--negatives", type=int, default=4,
                        help="amazon-cdsr: sampled negatives per positive")
     group.add_argument("--negative-seed", type=int, default=2024, help="amazon-cdsr: negative sampling seed")
-    group.add_argument("--synthetic-users", type=int, default=4000)
-    group.add_argument("--synthetic-items", type=int, default=500)
-    group.add_argument("--synthetic-scenarios", type=int, default=3)
-    group.add_argument("--synthetic-events", type=int, default=60, help="events per user")
-    group.add_argument("--synthetic-topics", type=int, default=8, help="item topics users have tastes for")
-    group.add_argument("--synthetic-divergence", type=float, default=0.7,
-                       help="0 = same interests in every scenario, 1 = unrelated")
-    group.add_argument("--synthetic-seed", type=int, default=7)
+    # Defaults None: the synthetic world's own defaults (SyntheticConfig) apply, written there alone.
+    group.add_argument("--synthetic-users", type=int)
+    group.add_argument("--synthetic-items", type=int)
+    group.add_argument("--synthetic-scenarios", type=int)
+    group.add_argument("--synthetic-events", type=int, help="events per user")
+    group.add_argument("--synthetic-topics", type=int, help="item topics users have tastes for")
+    group.add_argument("--synthetic-divergence", type=float,
+                       help="probability that a user's taste in a scenario is its own (0 = one taste in "
+                            "every scenario, 1 = unrelated ones)")
+    group.add_argument("--synthetic-seed", type=int)
 
 
 def _data_options(args: argparse.Namespace):
     from model.data.datasets import DataOptions
     from model.data.synthetic import SyntheticConfig
 
+    synthetic = {"users": args.synthetic_users, "items": args.synthetic_items,
+                 "scenarios": args.synthetic_scenarios, "events_per_user": args.synthetic_events,
+                 "topics": args.synthetic_topics, "divergence": args.synthetic_divergence,
+                 "seed": args.synthetic_seed}
     return DataOptions(
         dataset=args.dataset, data_dir=args.data_dir, history_length=args.history_length,
         split=args.split, split_seed=args.split_seed, negatives_per_positive=args.negatives,
         negative_seed=args.negative_seed,
-        synthetic=SyntheticConfig(users=args.synthetic_users, items=args.synthetic_items,
-                                  scenarios=args.synthetic_scenarios, events_per_user=args.synthetic_events,
-                                  topics=args.synthetic_topics,
-                                  divergence=args.synthetic_divergence, seed=args.synthetic_seed),
+        synthetic=SyntheticConfig(**{field: value for field, value in synthetic.items() if value is not None}),
     )
 
 

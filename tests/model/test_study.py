@@ -26,7 +26,8 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
     assert main_rows.auc.between(0, 1).all() and (main_rows.logloss > 0).all()
     table = (out / "results.md").read_text()
     assert "sainet-no-tif" in table and "±" in table and "**" in table
-    assert "item popularity (training CTR)" in table and "oracle (true click probability)" in table
+    assert "item popularity (training CTR)" in table and "oracle (true click probability" in table
+    assert "attainable (posterior given the history)" in table
     ablation = (out / "ablation.md").read_text()
     assert "Each variant against SAINet" in ablation and "| sainet-no-tif | overall |" in ablation
     meta = json.loads((out / "study.json").read_text())
