@@ -10,6 +10,7 @@ Artifact layout (the one contract between export and serving):
         meta.json             name, version, schema, scenarios, inputs/outputs, parity figures, ...
         vocab/<feature>.json  raw values in index order (index = position + 2; 0 pad, 1 OOV)
         item_features.json    raw item id -> raw item-side feature values
+        item_numeric.json     raw item id -> raw item-side numeric values (when the schema has any)
         source/checkpoint.pt  the PyTorch weights the graph came from (for `sainet bench`'s eager
                               baseline and for audits; the service never reads it)
 
@@ -37,7 +38,7 @@ from model.data.schema import FeatureSchema
 from model.testing import random_inputs
 from model.train import LoadedRun, load_run
 from sainet.contract import (ARTIFACT_FORMAT, FIRST_KNOWN_INDEX, FP32_GRAPH, INPUT_NAMES, INT8_AUC_BOUND, INT8_GRAPH,
-                             OOV_INDEX, OUTPUT_NAME, PAD_INDEX, input_specs, output_specs)
+                             ITEM_NUMERIC_TABLE, OOV_INDEX, OUTPUT_NAME, PAD_INDEX, input_specs, output_specs)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,11 @@ class ScoringModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features):
-        batch = Batch(hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features)
+    # named parameters (torch.export names the graph's inputs after them), in `INPUT_NAMES` order
+    def forward(self, hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features,
+                request_numeric, cand_numeric):
+        batch = Batch(hist_items, hist_scenarios, target_scenario, request_features, cand_items, cand_features,
+                      request_numeric, cand_numeric)
         return torch.sigmoid(self.model(batch))
 
 
@@ -68,6 +72,7 @@ def export_onnx(module: ScoringModule, schema: FeatureSchema, path: Path, opset:
         "hist_items": {0: batch, 1: history}, "hist_scenarios": {0: batch, 1: history},
         "target_scenario": {0: batch}, "request_features": {0: batch},
         "cand_items": {0: batch, 1: candidates}, "cand_features": {0: batch, 1: candidates},
+        "request_numeric": {0: batch}, "cand_numeric": {0: batch, 1: candidates},
     }
     example = random_inputs(schema, batch=3, length=5, candidates=4, seed=0)
     program = torch.onnx.export(module, example, dynamic_shapes=dynamic_shapes, dynamo=True,
@@ -225,6 +230,9 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
         shutil.copytree(run_dir / "vocab", staging / "vocab")
         item_table = _item_feature_lookup(run_dir / "item_features.parquet", run.schema)
         (staging / "item_features.json").write_text(json.dumps(item_table))
+        if run.schema.item_numeric:
+            numeric_table = _item_numeric_lookup(run_dir / "item_features.parquet", run.schema)
+            (staging / ITEM_NUMERIC_TABLE).write_text(json.dumps(numeric_table, allow_nan=False))
         (staging / "source").mkdir()
         shutil.copy2(run_dir / "checkpoint.pt", staging / "source" / "checkpoint.pt")
         metrics_path = run_dir / "metrics.json"
@@ -241,8 +249,11 @@ def export_run(run_dir: Path, out_root: Path, name: str | None = None, version: 
             "index": {"padding": PAD_INDEX, "oov": OOV_INDEX, "first_known": FIRST_KNOWN_INDEX},
             "vocabularies": {p.stem: f"vocab/{p.name}" for p in sorted((staging / "vocab").glob("*.json"))},
             "item_features": "item_features.json",
+            **({"item_numeric": ITEM_NUMERIC_TABLE} if run.schema.item_numeric else {}),
             "inputs": input_specs([f.name for f in run.schema.request_features],
-                                  [f.name for f in run.schema.item_features]),
+                                  [f.name for f in run.schema.item_features],
+                                  [f.name for f in run.schema.request_numeric],
+                                  [f.name for f in run.schema.item_numeric]),
             "outputs": output_specs(),
             "opset": opset,
             "parity": {"tolerance": tolerance, "max_abs_diff": parity},
@@ -269,3 +280,13 @@ def _item_feature_lookup(path: Path, schema: FeatureSchema) -> dict[str, list[st
     table = pd.read_parquet(path)
     names = [f.name for f in schema.item_features]
     return dict(zip(table["item_id"].astype(str), table[names].astype(str).values.tolist()))
+
+
+def _item_numeric_lookup(path: Path, schema: FeatureSchema) -> dict[str, list[float | None]]:
+    """Raw item id -> raw item-side numeric values (None where missing); the service transforms them."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    values = table[[f.name for f in schema.item_numeric]].to_numpy(dtype=np.float64)
+    rows = [[float(v) if np.isfinite(v) else None for v in row] for row in values]
+    return dict(zip(table["item_id"].astype(str), rows))

@@ -18,6 +18,8 @@ class Batch(NamedTuple):
     request_features: torch.Tensor  # [B, F_request] int64, user and context side
     cand_items: torch.Tensor        # [B, C] int64
     cand_features: torch.Tensor     # [B, C, F_item] int64
+    request_numeric: torch.Tensor   # [B, F_request_numeric] float32, standardised (0-wide without any)
+    cand_numeric: torch.Tensor      # [B, C, F_item_numeric] float32, standardised
 
     @property
     def history_mask(self) -> torch.Tensor:
@@ -44,5 +46,7 @@ def examples_to_batch(examples: ExampleSet, rows: np.ndarray | slice) -> tuple[B
         request_features=torch.from_numpy(examples.request_features[rows]),
         cand_items=torch.from_numpy(examples.target_item[rows][:, None]),
         cand_features=torch.from_numpy(examples.item_features[rows][:, None, :]),
+        request_numeric=torch.from_numpy(examples.request_numeric[rows]),
+        cand_numeric=torch.from_numpy(examples.item_numeric[rows][:, None, :]),
     )
     return batch, torch.from_numpy(examples.label[rows])

@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from model.batch import Batch
-from model.data.schema import FIRST_KNOWN_INDEX, CategoricalFeature, FeatureSchema
+from model.data.schema import FIRST_KNOWN_INDEX, CategoricalFeature, FeatureSchema, NumericFeature
 from model.models import build_model
 
 
 def random_inputs(schema: FeatureSchema, batch: int, length: int, candidates: int, seed: int,
                   empty_rows: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
-    """Valid random indices for every input, with left padding and some users without history."""
+    """Valid random indices for every input (standard normal values for the numeric ones), with left
+    padding and some users without history."""
     g = torch.Generator().manual_seed(seed)
     n_items, n_scen = schema.num_item_embeddings, schema.num_scenario_embeddings
     hist_items = torch.randint(1, n_items, (batch, length), generator=g)
@@ -34,22 +35,27 @@ def random_inputs(schema: FeatureSchema, batch: int, length: int, candidates: in
         torch.stack(request, 1) if request else torch.zeros((batch, 0), dtype=torch.long),
         torch.randint(1, n_items, (batch, candidates), generator=g),
         torch.stack(item, 2) if item else torch.zeros((batch, candidates, 0), dtype=torch.long),
+        torch.randn((batch, len(schema.request_numeric)), generator=g),
+        torch.randn((batch, candidates, len(schema.item_numeric)), generator=g),
     )
 
 
 def tiny_schema(history_length: int = 10, items: int = 50, genres: int = 6, context_feature: bool = False,
-                scenarios: tuple[str, ...] = ("a", "b", "c")) -> FeatureSchema:
+                scenarios: tuple[str, ...] = ("a", "b", "c"), numeric: bool = False) -> FeatureSchema:
     """Scenarios a, b, c (indices 2-4), a user feature `gender` (4 values), an item feature `genre`
-    and, with `context_feature`, a request-side `hour` (6 values). Vocabulary sizes count the
-    padding and OOV indices."""
+    and, with `context_feature`, a request-side `hour` (6 values); with `numeric`, the dense
+    features `age` (user side) and `price` (item side). Vocabulary sizes count the padding and OOV
+    indices."""
     features = [CategoricalFeature("gender", "user")]
     vocab_sizes = {"item_id": items, "scenario": len(scenarios) + FIRST_KNOWN_INDEX, "gender": 4, "genre": genres}
     if context_feature:
         features.append(CategoricalFeature("hour", "context"))
         vocab_sizes["hour"] = 6
     features.append(CategoricalFeature("genre", "item"))
+    dense = [NumericFeature("age", "user", 35.0, 12.0, 18.0, 80.0),
+             NumericFeature("price", "item", 20.0, 15.0, 0.5, 200.0)] if numeric else []
     return FeatureSchema(dataset="test", scenarios=list(scenarios), history_length=history_length,
-                         features=features, vocab_sizes=vocab_sizes)
+                         features=features, vocab_sizes=vocab_sizes, numeric_features=dense)
 
 
 def random_batch(schema: FeatureSchema, batch: int = 6, candidates: int = 3, seed: int = 0,

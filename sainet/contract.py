@@ -1,6 +1,6 @@
 """The artifact contract: the one definition of what `sainet export` writes and `sainet serve` reads.
 
-Torch-free and dependency-free on purpose: the training code (`model/`, `export/`) writes from it and
+Torch-free on purpose (numpy at most, through `sainet.numeric`): the training code (`model/`, `export/`) writes from it and
 the service validates against it, so a mismatch is a clear error when a version is loaded, never a
 wrong score. Layout of a version directory:
 
@@ -9,6 +9,11 @@ wrong score. Layout of a version directory:
         meta.json                     `format` = ARTIFACT_FORMAT, name, version, scenarios, schema, ...
         vocab/<feature>.json          raw values in index order (index = position + FIRST_KNOWN_INDEX)
         item_features.json            raw item id -> raw item-side feature values
+        item_numeric.json             raw item id -> raw item-side numeric values (null: missing);
+                                      meta.json's "item_numeric", present when the schema has any
+
+Numeric features (`schema.numeric_features`: name, side and the statistics of `sainet.numeric`)
+enter as the float32 inputs `request_numeric` and `cand_numeric`, transformed by the service.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-ARTIFACT_FORMAT = 1
-SUPPORTED_FORMATS = frozenset({1})
+from sainet.numeric import NumericFeature
+
+ARTIFACT_FORMAT = 2             # 2: the numeric inputs (format 1 graphs lack them: re-export the run)
+SUPPORTED_FORMATS = frozenset({2})
 
 # Every vocabulary: 0 pads, 1 is out-of-vocabulary, known values start at 2.
 PAD_INDEX = 0
@@ -25,12 +32,15 @@ OOV_INDEX = 1
 FIRST_KNOWN_INDEX = 2
 MISSING_VALUE = "<missing>"     # the raw value of a feature that a row or a request lacks
 
-# Graph inputs in forward order, with their rank: [B, N], [B, N], [B], [B, F_request], [B, C], [B, C, F_item].
+# Graph inputs in forward order, with their rank: [B, N], [B, N], [B], [B, F_request], [B, C], [B, C, F_item],
+# [B, F_request_numeric], [B, C, F_item_numeric]. A feature-less input is 0 wide (it stays in the graph).
 INPUT_RANKS: dict[str, int] = {
     "hist_items": 2, "hist_scenarios": 2, "target_scenario": 1,
     "request_features": 2, "cand_items": 2, "cand_features": 3,
+    "request_numeric": 2, "cand_numeric": 3,
 }
 INPUT_NAMES: tuple[str, ...] = tuple(INPUT_RANKS)
+NUMERIC_INPUTS = ("request_numeric", "cand_numeric")     # float32; every other input is int64
 OUTPUT_NAME = "scores"
 
 # Graphs of one version, by precision. fp32 is the reference and always present; int8 (dynamic
@@ -41,6 +51,7 @@ INT8_GRAPH = "model.int8.onnx"
 INT8_AUC_BOUND = 0.0005
 PRECISIONS = ("fp32", "int8")
 
+ITEM_NUMERIC_TABLE = "item_numeric.json"
 ITEM_SIDE = "item"              # feature sides: "user" and "context" travel with the request, "item" per candidate
 REQUIRED_VOCABULARIES = ("item_id", "scenario")
 
@@ -49,16 +60,23 @@ class ContractError(ValueError):
     """An artifact breaks the contract; the message says how."""
 
 
-def input_specs(request_features: list[str], item_features: list[str]) -> list[dict]:
+def input_specs(request_features: list[str], item_features: list[str], request_numeric: list[str] = (),
+                item_numeric: list[str] = ()) -> list[dict]:
     """meta.json's "inputs": each graph input's name, dtype and shape (with the features it carries)."""
+    carried = {"request_features": list(request_features), "cand_features": list(item_features),
+               "request_numeric": list(request_numeric), "cand_numeric": list(item_numeric)}
     shapes = {
         "hist_items": ["batch", "history"], "hist_scenarios": ["batch", "history"], "target_scenario": ["batch"],
         "request_features": ["batch", len(request_features)], "cand_items": ["batch", "candidates"],
         "cand_features": ["batch", "candidates", len(item_features)],
+        "request_numeric": ["batch", len(request_numeric)],
+        "cand_numeric": ["batch", "candidates", len(item_numeric)],
     }
-    specs = [{"name": name, "dtype": "int64", "shape": shapes[name]} for name in INPUT_NAMES]
-    specs[INPUT_NAMES.index("request_features")]["features"] = list(request_features)
-    specs[INPUT_NAMES.index("cand_features")]["features"] = list(item_features)
+    specs = [{"name": name, "dtype": "float32" if name in NUMERIC_INPUTS else "int64", "shape": shapes[name]}
+             for name in INPUT_NAMES]
+    for spec in specs:
+        if spec["name"] in carried:
+            spec["features"] = carried[spec["name"]]
     return specs
 
 
@@ -88,6 +106,9 @@ class ArtifactMeta:
     item_features: tuple[str, ...]
     vocabularies: Mapping[str, str]          # feature -> path relative to the version directory
     item_feature_table: str
+    request_numeric: tuple[NumericFeature, ...] = ()
+    item_numeric: tuple[NumericFeature, ...] = ()
+    item_numeric_table: str | None = None     # path of item_numeric.json, when item_numeric is not empty
 
 
 def _require(condition: bool, message: str) -> None:
@@ -121,16 +142,30 @@ def parse_meta(meta: object, directory_version: str) -> ArtifactMeta:
     _require(isinstance(vocabularies, dict), "vocabularies must map feature names to files")
     lacking = [n for n in (*REQUIRED_VOCABULARIES, *request_features, *item_features) if n not in vocabularies]
     _require(not lacking, f"vocabularies lack {lacking}")
-    check_specs(meta["inputs"], meta["outputs"], request_features, item_features)
+    raw_numeric = meta["schema"].get("numeric_features", [])
+    _require(isinstance(raw_numeric, list) and all(isinstance(f, dict) for f in raw_numeric),
+             "schema.numeric_features must list {name, side, mean, std, low, high}")
+    try:
+        numeric = [NumericFeature.from_dict(f) for f in raw_numeric]
+    except (TypeError, ValueError) as error:
+        raise ContractError(f"schema.numeric_features: {error}") from None
+    request_numeric = tuple(f for f in numeric if f.side != ITEM_SIDE)
+    item_numeric = tuple(f for f in numeric if f.side == ITEM_SIDE)
+    item_numeric_table = meta.get("item_numeric")
+    _require(not item_numeric or isinstance(item_numeric_table, str),
+             "meta.json lacks item_numeric (the table of item-side numeric values)")
+    check_specs(meta["inputs"], meta["outputs"], request_features, item_features,
+                [f.name for f in request_numeric], [f.name for f in item_numeric])
     return ArtifactMeta(str(meta["name"]), version, tuple(scenarios), history_length, request_features,
-                        item_features, dict(vocabularies), str(meta["item_features"]))
+                        item_features, dict(vocabularies), str(meta["item_features"]), request_numeric,
+                        item_numeric, item_numeric_table if item_numeric else None)
 
 
-def check_specs(inputs: object, outputs: object, request_features: Iterable[str], item_features: Iterable[str]
-                ) -> None:
+def check_specs(inputs: object, outputs: object, request_features: Iterable[str], item_features: Iterable[str],
+                request_numeric: Iterable[str] = (), item_numeric: Iterable[str] = ()) -> None:
     """meta.json's declared inputs and outputs must be the contract's."""
     _require(isinstance(inputs, list) and isinstance(outputs, list), "inputs and outputs must be lists")
-    expected = input_specs(list(request_features), list(item_features))
+    expected = input_specs(list(request_features), list(item_features), list(request_numeric), list(item_numeric))
     declared = [(i.get("name"), i.get("features")) for i in inputs if isinstance(i, dict)]
     wanted = [(e["name"], e.get("features")) for e in expected]
     _require(declared == wanted, f"declared inputs {declared} differ from the contract's {wanted}")

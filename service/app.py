@@ -268,8 +268,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             s = core.settings
             model = core.models.current
-            user_id, scenario, candidates, features = bodies.score(await request.body(),
-                                                                   model.artifact.scenario_index)
+            user_id, scenario, candidates, features = bodies.score(
+                await request.body(), model.artifact.scenario_index, model.artifact.numeric_feature_names,
+                model.artifact.categorical_feature_names)
             scenario_label = scenario
             deadline = request.scope.get("state", {}).get(DEADLINE, started + s.request_timeout_ms / 1000)
             job = ScoreJob(user_id, scenario, candidates, features, deadline=deadline,

@@ -23,6 +23,7 @@ from sainet.contract import (
     available_precisions,
     parse_meta,
 )
+from sainet.numeric import NumericFeature, as_numbers
 from service.errors import ArtifactError
 from service.store import Behaviour, History
 
@@ -95,12 +96,20 @@ class Artifact:
             self.history_length = contract.history_length
             self.request_features = list(contract.request_features)
             self.item_features = list(contract.item_features)
+            self.request_numeric: list[NumericFeature] = list(contract.request_numeric)
+            self.item_numeric: list[NumericFeature] = list(contract.item_numeric)
             self.vocabularies = {name: _vocab(self.path / rel) for name, rel in contract.vocabularies.items()}
             item_table = json.loads((self.path / contract.item_feature_table).read_text())
             if not isinstance(item_table, dict) or not all(
                     isinstance(v, list) and len(v) == len(self.item_features) for v in item_table.values()):
                 raise ValueError(f"{contract.item_feature_table} must map item ids to "
                                  f"{len(self.item_features)} values each")
+            numeric_table = (json.loads((self.path / contract.item_numeric_table).read_text())
+                             if contract.item_numeric_table else {})
+            if not isinstance(numeric_table, dict) or not all(
+                    isinstance(v, list) and len(v) == len(self.item_numeric) for v in numeric_table.values()):
+                raise ValueError(f"{contract.item_numeric_table} must map item ids to "
+                                 f"{len(self.item_numeric)} numbers each")
         except (ContractError, KeyError, TypeError, ValueError, OSError) as error:
             raise ArtifactError(f"{self.path}: malformed artifact ({error})") from error
         self.scenario_index = {s: i + FIRST_KNOWN_INDEX for i, s in enumerate(self.scenarios)}
@@ -112,6 +121,14 @@ class Artifact:
             item: [self.vocabularies[name].get(value, OOV) for name, value in zip(self.item_features, values)]
             for item, values in item_table.items()
         }
+        # Item-side numeric features, transformed once per raw item id (columns of the item table);
+        # an unknown item's values are missing, so imputed (`numeric_of_unknown_item`).
+        self.item_numeric_index = dict(zip(numeric_table, self.transform_numeric(
+            self.item_numeric, list(numeric_table.values())).tolist()))
+        self.numeric_of_unknown_item = self.transform_numeric(self.item_numeric, [[None] * len(self.item_numeric)])[0]
+        # request/user-side features whose values are numbers (every other one is a categorical id)
+        self.numeric_feature_names = frozenset(f.name for f in self.request_numeric)
+        self.categorical_feature_names = frozenset(self.request_features)
         self.model_path = self.path / FP32_GRAPH
         self.precisions = available_precisions(self.meta)     # precision -> {"file", "passed", ...}
 
@@ -131,14 +148,23 @@ class Artifact:
     def graph_path(self, precision: str) -> Path:
         return self.path / self.precisions[precision]["file"]
 
+    @staticmethod
+    def transform_numeric(features: list[NumericFeature], rows: list[list]) -> np.ndarray:
+        """[len(rows), len(features)] float32 model inputs from raw values (numbers, numeric text as
+        the Redis hash holds it, None), by the schema's rule (`sainet.numeric`)."""
+        raw = as_numbers(np.array(rows, dtype=object).reshape(len(rows), len(features)))
+        columns = [feature.transform(raw[:, i]) for i, feature in enumerate(features)]
+        return np.stack(columns, axis=1) if columns else np.zeros((len(rows), 0), dtype=np.float32)
+
     def encode_feature(self, name: str, value: str | None) -> int:
         vocab = self.vocabularies[name]
         return vocab.get(MISSING_VALUE if value is None else str(value), OOV)
 
     def encode(self, scenarios: list[str], histories: Sequence[History | Sequence[Behaviour]],
-               features: list[dict[str, str]], candidates: list[list[str]]) -> EncodedBatch:
+               features: list[dict[str, str | float]], candidates: list[list[str]]) -> EncodedBatch:
         """Model inputs for B requests: histories left-padded to the batch's longest (at most N),
-        candidates padded to the batch's largest C with OOV (their scores are discarded)."""
+        candidates padded to the batch's largest C with OOV (their scores are discarded). A numeric
+        feature that `features` lacks is missing, so imputed, as in training."""
         b = len(scenarios)
         histories = [History.of(h)[-self.history_length:] for h in histories]
         length = max(1, max(len(h) for h in histories))
@@ -163,5 +189,13 @@ class Artifact:
             for col, name in enumerate(self.request_features):
                 request_feats[row, col] = self.encode_feature(name, features[row].get(name))
         target = np.array([scen_index[s] for s in scenarios], dtype=np.int64)
-        inputs = dict(zip(INPUT_NAMES, (hist_items, hist_scen, target, request_feats, cand_items, cand_feats)))
+        request_numeric = self.transform_numeric(
+            self.request_numeric, [[row.get(f.name) for f in self.request_numeric] for row in features])
+        cand_numeric = np.zeros((b, width, len(self.item_numeric)), dtype=np.float32)
+        if self.item_numeric:
+            unknown = self.numeric_of_unknown_item
+            for row, cands in enumerate(candidates):
+                cand_numeric[row, :len(cands)] = [self.item_numeric_index.get(c, unknown) for c in cands]
+        inputs = dict(zip(INPUT_NAMES, (hist_items, hist_scen, target, request_feats, cand_items, cand_feats,
+                                        request_numeric, cand_numeric)))
         return EncodedBatch(inputs, [len(c) for c in candidates], [len(h) for h in histories])

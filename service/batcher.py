@@ -33,7 +33,7 @@ class ScoreJob:
     user_id: str
     scenario: str
     candidates: list[str]
-    features: dict[str, str]
+    features: dict[str, str | float]    # raw ids as text; numeric features as floats
     deadline: float
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)

@@ -32,6 +32,8 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 # Past 2**53 a float no longer says which integer it was (the JSON parser turns integers beyond 64
 # bits into floats), so such a float is refused rather than rounded into a valid id.
 FLOAT_EXACT_INTEGERS = 2 ** 53
+# A numeric feature's value beyond this magnitude is no measurement but a bug (or an attack): refused.
+MAX_FEATURE_NUMBER = 1e15
 
 
 def parse_body(raw: bytes) -> Any:
@@ -71,6 +73,28 @@ def _raw_id(value: Any, max_length: int) -> str | int:
     return _text(value, max_length)
 
 
+def _feature_value(value: Any, max_length: int) -> str | int | float:
+    """A feature's value: a raw id (categorical features) or a finite number (numeric ones); which
+    one a feature takes is checked against the serving model in `RequestModels.score`."""
+    if type(value) is float:
+        if not (math.isfinite(value) and abs(value) <= MAX_FEATURE_NUMBER):
+            raise ValueError(f"must be a finite number of magnitude at most {MAX_FEATURE_NUMBER:g}")
+        if not value.is_integer():
+            return value
+    try:
+        return _raw_id(value, max_length)
+    except ValueError:
+        raise ValueError("must be a string, an integer or (for a numeric feature) a number") from None
+
+
+def _numeric_feature(value: str | float) -> float:
+    if type(value) not in (int, float):
+        raise ValueError("is a numeric feature: must be a JSON number")
+    if not abs(value) <= MAX_FEATURE_NUMBER:     # big ints compare exactly
+        raise ValueError(f"must be a finite number of magnitude at most {MAX_FEATURE_NUMBER:g}")
+    return float(value)
+
+
 def _unix_seconds(value: Any) -> float:
     if type(value) not in (int, float):
         raise ValueError("must be a number (unix seconds)")
@@ -83,7 +107,7 @@ class ScoreInputs(NamedTuple):
     user_id: str
     scenario: str
     candidates: list[str]
-    features: dict[str, str]
+    features: dict[str, str | float]    # raw ids as text; numeric features as floats
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,13 @@ class RequestModels:
             "description": "a raw id: a non-empty string or a 64-bit integer",
             "anyOf": [{"type": "string", "minLength": 1, "maxLength": id_length},
                       {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}]})]
+        feature_value = Annotated[str | int | float, PlainValidator(lambda v: _feature_value(v, id_length)),
+                                  WithJsonSchema({
+            "description": "a categorical feature's raw id (a non-empty string or a 64-bit integer), or a "
+                           "numeric feature's finite number",
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": id_length},
+                      {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                      {"type": "number", "minimum": -MAX_FEATURE_NUMBER, "maximum": MAX_FEATURE_NUMBER}]})]
         unix_seconds = Annotated[float, PlainValidator(_unix_seconds), WithJsonSchema({
             "type": "number", "minimum": MIN_TIMESTAMP, "maximum": MAX_TIMESTAMP,
             "description": f"unix seconds in [{MIN_TIMESTAMP}, {MAX_TIMESTAMP}] (up to 2100-01-01); "
@@ -113,7 +144,7 @@ class RequestModels:
             user_id: raw_id
             scenario: raw_id = Field(description="one of the serving model's scenarios")
             candidates: Annotated[list[raw_id], Field(min_length=1, max_length=settings.max_candidates)]
-            features: Annotated[dict[text, raw_id], Field(max_length=settings.max_features)] = {}
+            features: Annotated[dict[text, feature_value], Field(max_length=settings.max_features)] = {}
 
         class Event(BaseModel):
             model_config = ConfigDict(extra="forbid")
@@ -143,14 +174,26 @@ class RequestModels:
         events = Annotated[list[Event], Field(min_length=1, max_length=settings.max_events)]
         return cls(ScoreRequest, Event, TypeAdapter(events), ScoreResponse, EventsResponse)
 
-    def score(self, raw: bytes, scenarios: Container[str]) -> ScoreInputs:
-        """A /score body, parsed and checked against the serving model's scenarios."""
+    def score(self, raw: bytes, scenarios: Container[str], numeric: Container[str] = (),
+              categorical: Container[str] = ()) -> ScoreInputs:
+        """A /score body, parsed and checked against the serving model's scenarios and features: a
+        `numeric` feature's value must be a number, a `categorical` one's a raw id (a feature the
+        model does not know is passed on as text, and ignored)."""
         body = _validated(lambda: self.score_request.model_validate(parse_body(raw)))
         scenario = str(body.scenario)
         if scenario not in scenarios:
             raise InvalidInput(f"unknown scenario {scenario!r}; valid: {list(scenarios)}", "scenario")
-        return ScoreInputs(str(body.user_id), scenario, [str(c) for c in body.candidates],
-                           {k: str(v) for k, v in body.features.items()})
+        features: dict[str, str | float] = {}
+        for name, value in body.features.items():
+            try:
+                if name in numeric:
+                    features[name] = _numeric_feature(value)
+                else:   # the length was checked by the model; 1.5 is no id
+                    features[name] = str(_raw_id(value, 1 << 30) if name in categorical else value)
+            except ValueError as error:
+                raise InvalidFields([{"loc": ("body", "features", name), "msg": f"Value error, {error}",
+                                      "type": "value_error"}]) from None
+        return ScoreInputs(str(body.user_id), scenario, [str(c) for c in body.candidates], features)
 
     def events(self, raw: bytes) -> list[BaseModel]:
         """One event (an object) or a list of them."""

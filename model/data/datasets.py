@@ -22,8 +22,8 @@ class DatasetSpec:
     description: str
 
 
-def _load_user_logs(data_dir: Path, **_) -> InteractionLog:
-    return validate_log(read_log_file(data_dir))
+def _load_user_logs(data_dir: Path, numeric: tuple[str, ...] = (), **_) -> InteractionLog:
+    return validate_log(read_log_file(data_dir), numeric=numeric)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -57,6 +57,11 @@ class DataOptions:
     # "default", or "scenario-wise-rec" (movielens-1m only): that benchmark's features and no
     # behaviour history, so its published baselines can be checked against ours.
     protocol: str = "default"
+    # `logs` only: columns read as numbers (dense features) beside the fractional float columns
+    numeric: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "numeric", tuple(self.numeric))   # a JSON list when a run's options are read back
 
     def resolved_split(self) -> SplitMethod:
         return self.split or DATASETS[self.dataset].default_split
@@ -79,6 +84,8 @@ def check_data_options(options: DataOptions) -> None:
                          f"not {options.dataset!r}")
     if options.history_length < 1:
         raise ValueError("history length must be at least 1")
+    if options.numeric and options.dataset != "logs":
+        raise ValueError(f"--numeric declares columns of your own log (--dataset logs), not of {options.dataset!r}")
 
 
 def load_log(options: DataOptions) -> InteractionLog:
@@ -87,7 +94,8 @@ def load_log(options: DataOptions) -> InteractionLog:
     return DATASETS[options.dataset].load(
         data_dir=Path(options.data_dir) if options.data_dir else None,
         negatives_per_positive=options.negatives_per_positive,
-        negative_seed=options.negative_seed, synthetic=options.synthetic, protocol=options.protocol)
+        negative_seed=options.negative_seed, synthetic=options.synthetic, protocol=options.protocol,
+        numeric=tuple(options.numeric))
 
 
 def prepare_dataset(options: DataOptions) -> PreparedData:

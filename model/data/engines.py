@@ -18,7 +18,10 @@ tests hold the two paths to the same examples:
   RANGE BETWEEN N PRECEDING AND 1 PRECEDING)`, where `behaviours_before` counts the user's
   behaviours in the rows before (a window over rows would count non-behaviour rows, such as
   sampled negatives, which share their positive's history and never enter one);
-  left-padded with 0 so that the most recent behaviour sits last.
+  left-padded with 0 so that the most recent behaviour sits last;
+* numeric features (fractional float columns, or declared): statistics of the training split
+  (PERCENTILE_DISC clip bounds, mean and std of the clipped values), then the SQL spelling of
+  `sainet.numeric.NumericFeature.transform` (`numeric_sql`), written as float32.
 
 Layout of a prepared folder (streamable: shards of examples, histories as fixed-width list columns):
 
@@ -27,7 +30,8 @@ Layout of a prepared folder (streamable: shards of examples, histories as fixed-
     item_features.parquet         raw item id -> raw item-side features, from the training split
     train.parquet/part-NNNNN.parquet, valid.parquet/..., test.parquet/...
         columns user_id, timestamp, item, scenario, label, hist_items [N], hist_scenarios [N],
-        one index column per feature, oracle_prob (synthetic); rows in the total order above
+        one index column per feature, one float32 column per numeric feature, oracle_prob
+        (synthetic); rows in the total order above
 """
 
 from __future__ import annotations
@@ -47,8 +51,16 @@ import pyarrow.parquet as pq
 
 from model.data.examples import SPLIT_FRACTIONS
 from model.data.logs import RESERVED_COLUMNS, SPLITS, log_files
-from model.data.schema import OOV_INDEX, CategoricalFeature, FeatureSchema, Vocabulary
+from model.data.schema import (
+    OOV_INDEX,
+    CategoricalFeature,
+    FeatureSchema,
+    NumericColumn,
+    NumericFeature,
+    Vocabulary,
+)
 from sainet.contract import FIRST_KNOWN_INDEX, MISSING_VALUE
+from sainet.numeric import CLIP_QUANTILES
 
 ENGINES = ("duckdb", "spark")
 PREPARED_FORMAT = "sainet-prepared/1"
@@ -83,6 +95,14 @@ class _Dialect:
     def left_pad(self, values: str, width: int) -> str:
         raise NotImplementedError
 
+    def finite_or_null(self, value: str) -> str:
+        """A DOUBLE that is NULL unless finite (NaN and infinities are missing values)."""
+        raise NotImplementedError
+
+    def quantile(self, value: str, q: float) -> str:
+        """The order statistic of `sainet.numeric.QUANTILE_METHOD` (SQL's PERCENTILE_DISC)."""
+        raise NotImplementedError
+
     int_list = ""
 
 
@@ -98,6 +118,12 @@ class _DuckDBDialect(_Dialect):
 
     def left_pad(self, values: str, width: int) -> str:
         return f"list_reverse(list_resize(list_reverse({values}), {width}, 0))"
+
+    def finite_or_null(self, value: str) -> str:
+        return f"CASE WHEN isfinite({value}) THEN {value} END"
+
+    def quantile(self, value: str, q: float) -> str:
+        return f"quantile_disc({value}, {q!r})"
 
 
 class _SparkDialect(_Dialect):
@@ -115,6 +141,13 @@ class _SparkDialect(_Dialect):
     def left_pad(self, values: str, width: int) -> str:
         return f"concat(array_repeat(CAST(0 AS BIGINT), {width} - size({values})), {values})"
 
+    def finite_or_null(self, value: str) -> str:
+        return (f"CASE WHEN NOT isnan({value}) AND abs({value}) < CAST('Infinity' AS DOUBLE) "
+                f"THEN {value} END")
+
+    def quantile(self, value: str, q: float) -> str:
+        return f"percentile_disc({q!r}) WITHIN GROUP (ORDER BY {value})"
+
 
 def _raw_string(d: _Dialect, column: str, kind: str) -> str:
     """A raw column as the in-memory path's strings (`as_raw_strings`): floats as integers."""
@@ -126,8 +159,28 @@ def _raw_string(d: _Dialect, column: str, kind: str) -> str:
     return f"CAST({col} AS STRING)"
 
 
-def canonical_sql(d: _Dialect, kinds: dict[str, str], features: list[str], order_expr: str) -> str:
-    """The canonical log with normalised types (validation reads its NULLs) and its log order."""
+def _double(value: float) -> str:
+    """An exact DOUBLE literal (a bare 0.1 would be a DECIMAL in DuckDB)."""
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def numeric_sql(d: _Dialect, value: str, feature: NumericFeature) -> str:
+    """`NumericFeature.transform` in SQL, in the same float64 operations, then float32."""
+    mean = _double(feature.mean)
+    clipped = f"LEAST(GREATEST(COALESCE({value}, {mean}), {_double(feature.low)}), {_double(feature.high)})"
+    return f"CAST(({clipped} - {mean}) / {_double(feature.std)} AS FLOAT)"
+
+
+def fractional_sql(d: _Dialect, columns: list[str]) -> str:
+    """Per float column: 1 if it holds a finite non-integer value (a measurement, not an id)."""
+    checks = ", ".join(f"MAX(CASE WHEN {d.finite_or_null(d.q(c))} % 1 <> 0 THEN 1 ELSE 0 END)" for c in columns)
+    return f"SELECT {checks} FROM raw"
+
+
+def canonical_sql(d: _Dialect, kinds: dict[str, str], features: list[str], order_expr: str,
+                  numeric: list[str] = ()) -> str:
+    """The canonical log with normalised types (validation reads its NULLs) and its log order;
+    numeric columns as DOUBLE, NULL where missing or not finite."""
     columns = [f"{_raw_string(d, c, kinds[c])} AS {c}" for c in ("user_id", "item_id", "scenario")]
     columns += ["TRY_CAST(timestamp AS DOUBLE) AS timestamp", "TRY_CAST(label AS DOUBLE) AS label"]
     columns.append("CAST(is_behaviour AS BOOLEAN) AS is_behaviour" if "is_behaviour" in kinds
@@ -138,6 +191,8 @@ def canonical_sql(d: _Dialect, kinds: dict[str, str], features: list[str], order
         columns.append("CAST(oracle_prob AS FLOAT) AS oracle_prob")
     for name in features:
         columns.append(f"COALESCE({_raw_string(d, name, kinds[name])}, '{MISSING_VALUE}') AS {d.q(name)}")
+    for name in numeric:
+        columns.append(f"{d.finite_or_null(f'TRY_CAST({d.q(name)} AS DOUBLE)')} AS {d.q(name)}")
     columns.append(f"{order_expr} AS _lo")
     return "SELECT " + ", ".join(columns) + " FROM raw"
 
@@ -155,7 +210,9 @@ def validation_sql(has_split: bool) -> str:
 
 
 def distinct_per_sql(d: _Dialect, features: list[str], key: str) -> str:
-    counts = ", ".join(f"COUNT(DISTINCT {d.q(f)}) AS n{i}" for i, f in enumerate(features))
+    # a missing value (NULL, for numeric columns) counts as one value, as pandas' nunique(dropna=False)
+    counts = ", ".join(f"COUNT(DISTINCT {d.q(f)}) + MAX(CASE WHEN {d.q(f)} IS NULL THEN 1 ELSE 0 END) AS n{i}"
+                       for i, f in enumerate(features))
     maxima = ", ".join(f"MAX(n{i})" for i in range(len(features)))
     return f"SELECT {maxima} FROM (SELECT {counts} FROM canon GROUP BY {key}) t"
 
@@ -191,14 +248,28 @@ def vocabulary_sql(d: _Dialect, column: str) -> str:
             f"WHERE _split = 'train' GROUP BY {d.q(column)}) v")
 
 
+def numeric_stats_sql(d: _Dialect, column: str) -> str:
+    """Clip bounds of a numeric column on the training split (its finite values)."""
+    value = d.q(column)
+    return (f"SELECT COUNT({value}), {d.quantile(value, CLIP_QUANTILES[0])}, {d.quantile(value, CLIP_QUANTILES[1])} "
+            f"FROM examples WHERE _split = 'train' AND {value} IS NOT NULL")
+
+
+def numeric_moments_sql(d: _Dialect, column: str, low: float, high: float) -> str:
+    clipped = f"LEAST(GREATEST({d.q(column)}, {_double(low)}), {_double(high)})"
+    return (f"SELECT AVG({clipped}), STDDEV_POP({clipped}) FROM examples "
+            f"WHERE _split = 'train' AND {d.q(column)} IS NOT NULL")
+
+
 def history_sql(d: _Dialect, features: list[str], vocab_tables: dict[str, str], history_length: int,
-                has_oracle: bool) -> str:
+                has_oracle: bool, numeric: list[NumericFeature] = ()) -> str:
     """Encodes every example and builds its history: the declarative heart of the preparation."""
     joins, encoded = [], []
     for i, (column, output) in enumerate([("item_id", "item"), ("scenario", "scenario"),
                                           *[(f, f) for f in features]]):
         joins.append(f"LEFT JOIN {vocab_tables[column]} v{i} ON e.{d.q(column)} = v{i}.value")
         encoded.append(f"COALESCE(v{i}.idx, {OOV_INDEX}) AS {d.q(output)}")
+    encoded += [f"{numeric_sql(d, f'e.{d.q(f.name)}', f)} AS {d.q(f.name)}" for f in numeric]
     oracle = ", e.oracle_prob" if has_oracle else ""
     return f"""
 WITH enc AS (
@@ -423,12 +494,13 @@ class _SparkEngine:
 def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history_length: int, split: str,
                       split_seed: int, features: list[CategoricalFeature] | None = None,
                       scenario_order: list[str] | None = None, engine: EngineOptions = EngineOptions(),
-                      data_options: dict | None = None, spark=None) -> dict:
+                      data_options: dict | None = None, spark=None, numeric: tuple[str, ...] = ()) -> dict:
     """Prepares a canonical log held in `files` into `out_dir` (see the module docstring's layout).
 
     `features` (with their sides) and `scenario_order` as an adapter declares them; None infers the
     features from the log's extra columns and sorts the training split's scenarios, as
-    `validate_log` and `build_prepared_data` do. Returns the summary written to prepared.json.
+    `validate_log` and `build_prepared_data` do; `numeric` names columns read as numbers (besides,
+    when inferring, the fractional float columns). Returns the summary written to prepared.json.
     """
     if engine.engine not in ENGINES:
         raise ValueError(f"unknown engine {engine.engine!r}; choose from {ENGINES}")
@@ -447,7 +519,7 @@ def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history
               else _SparkEngine(engine, work_dir, spark))
     try:
         summary = _prepare(runner, files, out_dir, work_dir, dataset, history_length, split, split_seed,
-                           features, scenario_order)
+                           features, scenario_order, tuple(numeric))
     finally:
         runner.close()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -458,7 +530,7 @@ def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history
 
 def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history_length: int, split: str,
              split_seed: int, features: list[CategoricalFeature] | None,
-             scenario_order: list[str] | None) -> dict:
+             scenario_order: list[str] | None, declared_numeric: tuple[str, ...] = ()) -> dict:
     d = runner.dialect
     kinds, order_expr = runner.open_log([Path(f) for f in files])
     missing = [c for c in ("user_id", "item_id", "scenario", "timestamp", "label") if c not in kinds]
@@ -469,9 +541,21 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         undeclared = [f.name for f in features if f.name not in kinds]
         if undeclared:
             raise ValueError(f"declared feature {undeclared[0]!r} is not a column of the log")
+    wrong = [c for c in declared_numeric if c not in kinds or c in RESERVED_COLUMNS]
+    if wrong:
+        raise ValueError(f"numeric column {wrong[0]!r} is not a feature column of the log")
+    extra = [c for c in kinds if c not in RESERVED_COLUMNS]
+    numeric_names = [c for c in extra if c in declared_numeric]
+    if features is None:
+        floats = [c for c in extra if kinds[c] == "float" and c not in declared_numeric]
+        fractional = runner.rows(fractional_sql(d, floats))[0] if floats else []
+        found = {c for c, flag in zip(floats, fractional) if flag}
+        numeric_names = [c for c in extra if c in declared_numeric or c in found]
     names = ([f.name for f in features] if features is not None
-             else [c for c in kinds if c not in RESERVED_COLUMNS])
-    runner.materialize("canon", canonical_sql(d, kinds, names, order_expr))
+             else [c for c in extra if c not in numeric_names])
+    if set(names) & set(numeric_names):
+        raise ValueError(f"columns {numeric_names} cannot be both categorical and numeric")
+    runner.materialize("canon", canonical_sql(d, kinds, names, order_expr, numeric_names))
 
     n, *bad = runner.rows(validation_sql("split" in kinds))[0]
     problems = ["column 'user_id' has missing values", "column 'item_id' has missing values",
@@ -484,6 +568,7 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         raise ValueError("split 'given' needs a 'split' column in the log")
     if features is None:
         features = _infer_sides(runner, names)
+    numeric_columns = [NumericColumn(f.name, f.side) for f in _infer_sides(runner, numeric_names)]
 
     runner.materialize("ordered", ORDERED_SQL)
     if split == "random":
@@ -520,12 +605,15 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
 
     schema = FeatureSchema(dataset=dataset, scenarios=list(vocabularies["scenario"].values),
                            history_length=history_length, features=list(features),
-                           vocab_sizes={name: len(v) for name, v in vocabularies.items()})
+                           vocab_sizes={name: len(v) for name, v in vocabularies.items()},
+                           numeric_features=[_fit_numeric(runner, c) for c in numeric_columns])
     has_oracle = "oracle_prob" in kinds
     feature_names = [f.name for f in features]
-    runner.materialize("prepared", history_sql(d, feature_names, vocab_tables, history_length, has_oracle))
+    runner.materialize("prepared", history_sql(d, feature_names, vocab_tables, history_length, has_oracle,
+                                               schema.numeric_features))
     # request (user/context side) features first, then item side, as the in-memory tables hold them
     output_features = [f.name for f in schema.request_features] + [f.name for f in schema.item_features]
+    output_features += [f.name for f in schema.request_numeric] + [f.name for f in schema.item_numeric]
     for name in SPLITS:
         runner.write_split(split_output_sql(d, name, output_features, history_length, has_oracle),
                            out_dir / f"{name}.parquet", history_length)
@@ -536,13 +624,24 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
     schema.save(out_dir / "schema.json")
     for name, vocab in vocabularies.items():
         vocab.save(out_dir / "vocab" / f"{name}.json")
-    item_table = runner.to_pandas(item_table_sql(d, [f.name for f in schema.item_features]))
+    item_table = runner.to_pandas(item_table_sql(d, [f.name for f in schema.item_features]
+                                                 + [f.name for f in schema.item_numeric]))
     item_table.astype(object).to_parquet(out_dir / "item_features.parquet", index=False)
     shards = {name: sorted(p.name for p in (out_dir / f"{name}.parquet").glob("*.parquet"))
               for name in SPLITS}
     return {"examples": {name: int(counts.get(name, 0)) for name in SPLITS}, "scenarios": schema.scenarios,
             "vocab_sizes": schema.vocab_sizes, "history_length": history_length, "split": split,
             "shards": shards}
+
+
+def _fit_numeric(runner, column: NumericColumn) -> NumericFeature:
+    """`NumericFeature.fit`, by the engine: order statistics for the clip bounds, then the moments."""
+    d = runner.dialect
+    count, low, high = runner.rows(numeric_stats_sql(d, column.name))[0]
+    if not count:
+        return NumericFeature(column.name, column.side)
+    mean, std = runner.rows(numeric_moments_sql(d, column.name, low, high))[0]
+    return NumericFeature.from_moments(column.name, column.side, float(mean), float(std), float(low), float(high))
 
 
 def _infer_sides(runner, names: list[str]) -> list[CategoricalFeature]:
@@ -576,12 +675,12 @@ def prepare_to_directory(options, out_dir: Path, engine: EngineOptions = EngineO
                   split=options.resolved_split(), split_seed=options.split_seed, engine=engine,
                   data_options=recorded, spark=spark)
     if options.dataset == "logs":
-        return prepare_log_files(log_files(Path(options.data_dir)), out_dir, **common)
+        return prepare_log_files(log_files(Path(options.data_dir)), out_dir, numeric=tuple(options.numeric), **common)
     log = load_log(options)
     work = Path(tempfile.mkdtemp(prefix="sainet-log-", dir=engine.temp_dir))
     try:
         path = write_canonical_log(log.frame, work / "log.parquet")
         return prepare_log_files([path], out_dir, features=log.features, scenario_order=log.scenario_order,
-                                 **common)
+                                 numeric=tuple(c.name for c in log.numeric), **common)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model.data.logs import SPLITS, InteractionLog
-from model.data.schema import PAD_INDEX, FeatureSchema, Vocabulary
+from model.data.schema import PAD_INDEX, FeatureSchema, NumericFeature, Vocabulary
 
 SplitMethod = Literal["time", "random", "leave-last-out", "given"]
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -35,6 +35,8 @@ class ExampleSet:
     hist_scenarios: np.ndarray       # [n, N] int32, 0 = padding
     request_features: np.ndarray     # [n, F_request] int64 (user and context side)
     item_features: np.ndarray        # [n, F_item] int64
+    request_numeric: np.ndarray      # [n, F_request_numeric] float32, standardised (`sainet.numeric`)
+    item_numeric: np.ndarray         # [n, F_item_numeric] float32, standardised
     user_id: np.ndarray              # [n] raw ids, for diagnostics and seeding
     timestamp: np.ndarray            # [n] float64
     oracle_prob: np.ndarray | None = None  # [n] float32, synthetic data only
@@ -169,6 +171,8 @@ def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
         history_length=history_length,
         features=list(log.features),
         vocab_sizes={name: len(v) for name, v in vocabularies.items()},
+        # statistics of the training split only: valid and test are transformed with them
+        numeric_features=[NumericFeature.fit(c.name, c.side, train[c.name].to_numpy()) for c in log.numeric],
     )
 
     item_index = vocabularies["item_id"].encode(frame["item_id"])
@@ -185,8 +189,13 @@ def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
         columns = [vocabularies[f.name].encode(frame[f.name]) for f in features]
         return np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0), dtype=np.int64)
 
+    def dense(features) -> np.ndarray:
+        columns = [f.transform(frame[f.name].to_numpy()) for f in features]
+        return np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0), dtype=np.float32)
+
     request_features = encoded(schema.request_features)
     item_features = encoded(schema.item_features)
+    request_numeric, item_numeric = dense(schema.request_numeric), dense(schema.item_numeric)
     oracle = frame["oracle_prob"].to_numpy(np.float32) if log.has_oracle else None
     split_of_row = frame["split"].to_numpy()
     splits = {}
@@ -197,11 +206,13 @@ def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
             label=frame["label"].to_numpy(np.float32)[rows],
             hist_items=hist_items[rows], hist_scenarios=hist_scenarios[rows],
             request_features=request_features[rows], item_features=item_features[rows],
+            request_numeric=request_numeric[rows], item_numeric=item_numeric[rows],
             user_id=frame["user_id"].to_numpy(dtype=object)[rows],
             timestamp=frame["timestamp"].to_numpy(np.float64)[rows],
             oracle_prob=None if oracle is None else oracle[rows],
         )
-    item_columns = ["item_id", *[f.name for f in schema.item_features]]
+    # raw values (numbers as float64, NaN when missing): serving applies the schema's transform
+    item_columns = ["item_id", *[f.name for f in schema.item_features], *[f.name for f in schema.item_numeric]]
     item_table = train[item_columns].drop_duplicates("item_id").reset_index(drop=True)
     return PreparedData(schema, vocabularies, splits, item_table)
 
@@ -225,6 +236,10 @@ def _examples_to_table(examples: ExampleSet, schema: FeatureSchema) -> pa.Table:
         columns[feature.name] = pa.array(examples.request_features[:, i])
     for i, feature in enumerate(schema.item_features):
         columns[feature.name] = pa.array(examples.item_features[:, i])
+    for i, feature in enumerate(schema.request_numeric):
+        columns[feature.name] = pa.array(examples.request_numeric[:, i])
+    for i, feature in enumerate(schema.item_numeric):
+        columns[feature.name] = pa.array(examples.item_numeric[:, i])
     if examples.oracle_prob is not None:
         columns["oracle_prob"] = pa.array(examples.oracle_prob)
     table = pa.table(columns)
@@ -243,12 +258,18 @@ def _examples_from_table(table: pa.Table, schema: FeatureSchema) -> ExampleSet:
             return np.zeros((n, 0), dtype=np.int64)
         return np.stack([table[f.name].to_numpy() for f in features], axis=1).astype(np.int64)
 
+    def dense(features) -> np.ndarray:
+        if not features:
+            return np.zeros((n, 0), dtype=np.float32)
+        return np.stack([table[f.name].to_numpy() for f in features], axis=1).astype(np.float32)
+
     return ExampleSet(
         target_item=table["item"].to_numpy().astype(np.int64),
         target_scenario=table["scenario"].to_numpy().astype(np.int64),
         label=table["label"].to_numpy().astype(np.float32),
         hist_items=matrix("hist_items"), hist_scenarios=matrix("hist_scenarios"),
         request_features=stacked(schema.request_features), item_features=stacked(schema.item_features),
+        request_numeric=dense(schema.request_numeric), item_numeric=dense(schema.item_numeric),
         user_id=np.asarray(table["user_id"].to_pylist(), dtype=object),
         timestamp=table["timestamp"].to_numpy(),
         oracle_prob=table["oracle_prob"].to_numpy() if "oracle_prob" in table.column_names else None,

@@ -13,6 +13,10 @@ Optional columns:
     any other categorical column   an "other feature" of the paper; its side (user, item, context)
                                    is inferred: constant per item -> item side, else constant per
                                    user -> user side, else context
+    any numeric column             a dense feature (`sainet.numeric`), side inferred the same way: a
+                                   float column holding a fractional value, or one declared numeric
+                                   (`--numeric COL`); a float column of whole numbers stays a
+                                   categorical id, as 12.0 is the id "12"
     is_behaviour                   whether the event enters later histories; default `label == 1`
                                    (a click is a behaviour, an unclicked impression is not)
     split                          train / valid / test, when the adapter splits itself
@@ -27,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.data.schema import CategoricalFeature, as_raw_strings
+from model.data.schema import CategoricalFeature, NumericColumn, as_raw_strings
 from sainet.contract import MISSING_VALUE
+from sainet.numeric import as_numbers
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "scenario", "timestamp", "label")
 RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "is_behaviour", "split", "oracle_prob")
@@ -42,29 +47,42 @@ class InteractionLog:
     frame: pd.DataFrame
     features: list[CategoricalFeature] = field(default_factory=list)
     scenario_order: list[str] | None = None
+    numeric: list[NumericColumn] = field(default_factory=list)
 
     @property
     def has_oracle(self) -> bool:
         return "oracle_prob" in self.frame.columns
 
 
+def infer_side(frame: pd.DataFrame, column: str) -> str:
+    """Item side if a column never varies within an item, else user side, else context (a missing
+    value counts as one value)."""
+    if frame.groupby("item_id", sort=False)[column].nunique(dropna=False).max() <= 1:
+        return "item"
+    if frame.groupby("user_id", sort=False)[column].nunique(dropna=False).max() <= 1:
+        return "user"
+    return "context"
+
+
 def infer_feature_sides(frame: pd.DataFrame, columns: list[str]) -> list[CategoricalFeature]:
-    """Item side if a column never varies within an item, else user side, else context."""
-    features = []
-    for column in columns:
-        if frame.groupby("item_id", sort=False)[column].nunique(dropna=False).max() <= 1:
-            side = "item"
-        elif frame.groupby("user_id", sort=False)[column].nunique(dropna=False).max() <= 1:
-            side = "user"
-        else:
-            side = "context"
-        features.append(CategoricalFeature(column, side))
-    return features
+    return [CategoricalFeature(column, infer_side(frame, column)) for column in columns]
+
+
+def is_fractional(values: pd.Series) -> bool:
+    """A float column holding a finite non-integer value: a measurement, not an id read as float."""
+    if not pd.api.types.is_float_dtype(values):
+        return False
+    numbers = as_numbers(values.to_numpy())
+    return bool(np.any(np.isfinite(numbers) & (numbers != np.floor(numbers))))
 
 
 def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None = None,
-                 scenario_order: list[str] | None = None) -> InteractionLog:
-    """Checks the canonical columns and normalises their types; raises ValueError naming the column."""
+                 scenario_order: list[str] | None = None, numeric: tuple[str, ...] | list[str] = ()
+                 ) -> InteractionLog:
+    """Checks the canonical columns and normalises their types; raises ValueError naming the column.
+
+    `numeric` names columns to read as numbers (beside the fractional float columns found when the
+    features are inferred); their values become float64 with NaN for anything missing or not finite."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"interaction log lacks required column(s) {missing}; "
@@ -88,14 +106,23 @@ def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None 
         frame["is_behaviour"] = frame["label"] == 1
     if "split" in frame.columns and not frame["split"].isin(SPLITS).all():
         raise ValueError(f"column 'split' must hold only {SPLITS}")
+    for name in numeric:
+        if name not in frame.columns or name in RESERVED_COLUMNS:
+            raise ValueError(f"numeric column {name!r} is not a feature column of the log")
+    extra = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+    numeric_names = [c for c in extra if c in numeric or (features is None and is_fractional(frame[c]))]
+    for name in numeric_names:
+        frame[name] = as_numbers(frame[name].to_numpy())
+    numeric_columns = [NumericColumn(name, infer_side(frame, name)) for name in numeric_names]
     if features is None:
-        extra = [c for c in frame.columns if c not in RESERVED_COLUMNS]
-        features = infer_feature_sides(frame, extra)
+        features = infer_feature_sides(frame, [c for c in extra if c not in numeric_names])
+    elif any(f.name in numeric_names for f in features):
+        raise ValueError(f"columns {numeric_names} cannot be both categorical and numeric")
     for feature in features:
         if feature.name not in frame.columns:
             raise ValueError(f"declared feature {feature.name!r} is not a column of the log")
         frame[feature.name] = as_raw_strings(frame[feature.name].fillna(MISSING_VALUE))
-    return InteractionLog(frame, features, scenario_order)
+    return InteractionLog(frame, features, scenario_order, numeric_columns)
 
 
 def log_files(path: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sainet.contract import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX  # noqa: F401  (the artifact contract's layout)
+from sainet.numeric import NumericFeature
 
 FeatureSide = Literal["user", "item", "context"]
 
@@ -80,6 +81,14 @@ class CategoricalFeature:
     side: FeatureSide
 
 
+@dataclass(frozen=True)
+class NumericColumn:
+    """A numeric column of a log and its side, before its statistics are fit (`NumericFeature`)."""
+
+    name: str
+    side: FeatureSide
+
+
 @dataclass
 class FeatureSchema:
     """Everything a model needs to know about its inputs (FuxiCTR's feature_map, for SAINet)."""
@@ -89,6 +98,7 @@ class FeatureSchema:
     history_length: int
     features: list[CategoricalFeature] = field(default_factory=list)
     vocab_sizes: dict[str, int] = field(default_factory=dict)
+    numeric_features: list[NumericFeature] = field(default_factory=list)
 
     @property
     def request_features(self) -> list[CategoricalFeature]:
@@ -99,6 +109,16 @@ class FeatureSchema:
     def item_features(self) -> list[CategoricalFeature]:
         """Features with one value per candidate item, in input order."""
         return [f for f in self.features if f.side == "item"]
+
+    @property
+    def request_numeric(self) -> list[NumericFeature]:
+        """Dense features with one value per request (user and context side), in input order."""
+        return [f for f in self.numeric_features if f.side != "item"]
+
+    @property
+    def item_numeric(self) -> list[NumericFeature]:
+        """Dense features with one value per candidate item, in input order."""
+        return [f for f in self.numeric_features if f.side == "item"]
 
     @property
     def num_item_embeddings(self) -> int:
@@ -115,6 +135,7 @@ class FeatureSchema:
     def from_dict(cls, data: dict) -> FeatureSchema:
         data = dict(data)
         data["features"] = [CategoricalFeature(**f) for f in data.get("features", [])]
+        data["numeric_features"] = [NumericFeature.from_dict(f) for f in data.get("numeric_features", [])]
         return cls(**data)
 
     def save(self, path: Path) -> None:

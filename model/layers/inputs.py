@@ -1,7 +1,8 @@
 """The shared input of the baselines: the same embeddings and features SAINet sees, as fields.
 
 Fields, each `dim` wide, per candidate ([B, C, F, dim]), in this order:
-    target item, each item feature, mean-pooled history items, target scenario, each request feature
+    target item, each item feature (categorical, then numeric), mean-pooled history items, target
+    scenario, each request feature (categorical, then numeric)
 (`history_field` and `scenario_field` name the two positions models address directly).
 The history is pooled once per request (masked mean of the behaviours' item embeddings, zeros for
 an empty history) and shared by its C candidates, which keeps the baselines inside the model's
@@ -41,8 +42,8 @@ class BaselineInputs(nn.Module):
         self.embeddings = FeatureEmbeddings(schema, dim)
         self.dim = dim
         self.num_scenarios = len(schema.scenarios)
-        self.num_fields = 3 + len(schema.request_features) + len(schema.item_features)
-        self.history_field = 1 + len(schema.item_features)
+        self.num_fields = 3 + self.embeddings.num_request_fields + self.embeddings.num_item_fields
+        self.history_field = 1 + self.embeddings.num_item_fields
         self.scenario_field = self.history_field + 1
         self.output_dim = self.num_fields * dim
 
@@ -51,11 +52,9 @@ class BaselineInputs(nn.Module):
         emb = self.embeddings
         history = masked_mean(emb.item(batch.hist_items), batch.history_mask)          # [B, d], once per request
         scenario = emb.scenario(batch.target_scenario)                                   # [B, d]
-        per_request = [history, scenario] + [emb.features[name](batch.request_features[:, i])
-                                             for i, name in enumerate(emb.request_names)]
-        request_fields = torch.stack(per_request, dim=1)[:, None].expand(b, c, -1, -1)   # [B, C, 2+Fu, d]
-        per_candidate = [emb.item(batch.cand_items)] + [emb.features[name](batch.cand_features[..., i])
-                                                         for i, name in enumerate(emb.item_feature_names)]
-        fields = torch.cat([torch.stack(per_candidate, dim=2), request_fields], dim=2)    # [B, C, F, d]
+        per_request = torch.cat([torch.stack([history, scenario], dim=1), emb.request_fields(batch)], dim=1)
+        request_fields = per_request[:, None].expand(b, c, -1, -1)                       # [B, C, 2+Fu, d]
+        per_candidate = torch.cat([emb.item(batch.cand_items)[:, :, None], emb.item_fields(batch)], dim=2)
+        fields = torch.cat([per_candidate, request_fields], dim=2)                        # [B, C, F, d]
         scenario_index = (batch.target_scenario - FIRST_KNOWN_INDEX).clamp(0, self.num_scenarios - 1)
         return BaselineFields(fields, scenario[:, None, :].expand(b, c, -1), scenario_index)

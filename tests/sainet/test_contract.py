@@ -36,6 +36,18 @@ def test_a_valid_meta_parses():
     assert parsed.scenarios == ("a", "b") and parsed.history_length == 5
 
 
+AGE = {"name": "age", "side": "user", "mean": 35.0, "std": 12.0, "low": 18.0, "high": 80.0}
+
+
+def test_numeric_features_parse_with_their_statistics():
+    value = meta()
+    value["schema"]["numeric_features"] = [AGE]
+    value["inputs"] = input_specs(["gender"], ["genre"], ["age"], [])
+    parsed = parse_meta(value, "3")
+    assert [f.name for f in parsed.request_numeric] == ["age"] and parsed.item_numeric == ()
+    assert parsed.request_numeric[0].transform([None, 80.0, 1e9]).tolist() == [0.0, 3.75, 3.75]
+
+
 def broken(edit) -> dict:
     value = copy.deepcopy(meta())
     edit(value)
@@ -43,7 +55,7 @@ def broken(edit) -> dict:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda m: m.update(format=2), "format"),
+    (lambda m: m.update(format=1), "format"),     # format 1 graphs lack the numeric inputs
     (lambda m: m.pop("inputs"), "lacks"),
     (lambda m: m.update(version="4"), "directory"),
     (lambda m: m.update(scenarios=[]), "scenarios"),
@@ -54,6 +66,11 @@ def broken(edit) -> dict:
     (lambda m: m.update(outputs=[{"name": "probability"}]), "outputs"),
     (lambda m: m["inputs"].reverse(), "inputs"),
     (lambda m: m.update(inputs=input_specs([], ["genre"])), "inputs"),
+    (lambda m: m["schema"].update(numeric_features=[dict(AGE, std=0.0)]), "std > 0"),
+    (lambda m: m["schema"].update(numeric_features=[dict(AGE, low=float("nan"))]), "finite"),
+    (lambda m: m["schema"].update(numeric_features=[AGE]), "inputs"),       # declared, but not a graph input
+    (lambda m: m["schema"].update(numeric_features=[dict(AGE, side="item")]) or m.update(
+        inputs=input_specs(["gender"], ["genre"], [], ["age"])), "item_numeric"),
 ])
 def test_a_broken_meta_is_refused_with_the_reason(edit, message):
     with pytest.raises(ContractError, match=message):

@@ -46,6 +46,7 @@ def torch_scores(model_root: Path, history: list[tuple[str, str]], scenario: str
         request_features=torch.tensor(vocab["gender"].encode(["<missing>" if gender is None else gender]))[None],
         cand_items=torch.tensor(vocab["item_id"].encode(candidates))[None],
         cand_features=torch.tensor(vocab["genre"].encode(genres))[None, :, None],
+        request_numeric=torch.zeros((1, 0)), cand_numeric=torch.zeros((1, len(candidates), 0)),
     )
     with torch.no_grad():
         return torch.sigmoid(run.model(batch))[0].numpy()

@@ -32,8 +32,8 @@ def assert_same_prepared(expected: PreparedData, got: PreparedData, check_datase
                 continue
             assert mine.dtype == value.dtype, f"{name}.{field}: {mine.dtype} != {value.dtype}"
             np.testing.assert_array_equal(mine, value, err_msg=f"{name}.{field}")
-    assert (got.item_feature_table.astype(object).to_dict("list")
-            == expected.item_feature_table.astype(object).to_dict("list"))
+    # frame equality, so that a missing numeric value (NaN) equals itself
+    pd.testing.assert_frame_equal(got.item_feature_table.astype(object), expected.item_feature_table.astype(object))
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def small_movielens_dir(movielens_dir, tmp_path_factory) -> Path:
 
 def user_log(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     """An own log with every complication: integer and float ids, ties in time, non-behaviour
-    clicks, features of all three sides, a missing feature value, rows out of time order."""
+    clicks, categorical and numeric features of all three sides, missing values, rows out of time order."""
     rng = np.random.default_rng(seed)
     user = rng.integers(0, 25, rows)
     item = rng.integers(0, 40, rows)
@@ -72,5 +72,10 @@ def user_log(rows: int = 600, seed: int = 0) -> pd.DataFrame:
         "is_behaviour": rng.random(rows) < 0.6,
         "gender": np.where(user % 2, "f", "m"), "category": (item % 7).astype(str),
         "device": rng.choice(["ios", "web", None], rows),
+        # numeric, one per side: missing, infinite and outlying values included
+        "price": np.where(item % 11 == 0, np.nan, item * 1.37 + 0.5),
+        "age": np.where(user % 13 == 0, np.inf, user * 1.5 + 18.25),
+        "dwell": np.where(rng.random(rows) < 0.05, np.nan, rng.lognormal(1.0, 1.0, rows)),
     })
+    frame.loc[7, "dwell"] = 1e12
     return frame

@@ -9,8 +9,12 @@ import pytest
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.engines import EngineOptions, prepare_log_files, prepare_to_directory, write_canonical_log
 from model.data.examples import PreparedData
-from model.data.synthetic import (SyntheticConfig, generate_synthetic, generate_synthetic_chunks,
-                                  write_synthetic_log)
+from model.data.synthetic import (
+    SyntheticConfig,
+    generate_synthetic,
+    generate_synthetic_chunks,
+    write_synthetic_log,
+)
 from sainet.cli import main
 from tests.model.data.conftest import assert_same_prepared, user_log
 
@@ -61,6 +65,33 @@ def test_own_logs_from_csv_or_shards_match(tmp_path, layout):
     expected = prepare_dataset(options)
     assert [f.side for f in expected.schema.features] == ["user", "item", "context"]
     assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
+
+
+def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path):
+    # fractional float columns are numeric by themselves; an integer column is numeric when declared
+    frame = user_log().assign(visits=lambda f: f["timestamp"] % 9)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
+        frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
+    options = DataOptions(dataset="logs", data_dir=str(logs), history_length=4, split="time", numeric=("visits",))
+    prepare_to_directory(options, tmp_path / "prepared")
+    expected = prepare_dataset(options)
+    assert {f.name: f.side for f in expected.schema.numeric_features} == {
+        "price": "item", "age": "user", "dwell": "context", "visits": "context"}
+    assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
+    train = expected.splits["train"]
+    names = [f.name for f in expected.schema.request_numeric]
+    dwell = train.request_numeric[:, names.index("dwell")]
+    # standardised on the training split (missing values imputed to its mean, 0 once standardised);
+    # every split clipped to the training bounds
+    stats = expected.schema.numeric_features[[f.name for f in expected.schema.numeric_features].index("dwell")]
+    assert abs(dwell.mean()) < 0.05 and abs(dwell.std() - 1) < 0.1
+    top = (stats.high - stats.mean) / stats.std
+    assert all(s.request_numeric[:, names.index("dwell")].max() <= top + 1e-5 for s in expected.splits.values())
+    assert stats.transform([None, float("nan"), "inf"]).tolist() == [0.0, 0.0, 0.0]
+    assert (expected.splits["train"].request_numeric.dtype == np.float32
+            and train.item_numeric.shape == (len(train), 1))
 
 
 def test_log_problems_are_named(tmp_path):

@@ -13,7 +13,7 @@ from model.models import MODEL_REGISTRY
 from model.models.registry import training_outputs
 from model.testing import random_batch, random_inputs, seeded_model, tiny_schema
 
-SCHEMA = tiny_schema()
+SCHEMA = tiny_schema(numeric=True)     # categorical and numeric features on both sides
 SMALL = {"embed_dim": 8, "tower": (16, 8)}
 ALL_MODELS = sorted(MODEL_REGISTRY)
 
@@ -61,7 +61,8 @@ def test_c_candidates_in_one_forward_equal_separate_forwards(name):
         together = model(batch)
         for c in range(5):
             alone = model(batch._replace(cand_items=batch.cand_items[:, c:c + 1],
-                                         cand_features=batch.cand_features[:, c:c + 1]))
+                                         cand_features=batch.cand_features[:, c:c + 1],
+                                         cand_numeric=batch.cand_numeric[:, c:c + 1]))
             torch.testing.assert_close(alone[:, 0], together[:, c], rtol=0, atol=1e-6)
 
 
@@ -73,6 +74,18 @@ def test_changing_the_target_scenario_changes_scores(name):
         before = model(batch)
         after = model(batch._replace(target_scenario=(batch.target_scenario - 2 + 1) % 3 + 2))
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_numeric_features_reach_the_scores(name):
+    # through the shared input layer, on the request side and per candidate
+    model = make(name)
+    batch = batch_of(3)
+    with torch.no_grad():
+        before = model(batch)
+        request = model(batch._replace(request_numeric=batch.request_numeric + 1.5))
+        candidate = model(batch._replace(cand_numeric=batch.cand_numeric - 1.5))
+    assert not torch.allclose(before, request) and not torch.allclose(before, candidate)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

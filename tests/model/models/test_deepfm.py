@@ -21,6 +21,8 @@ BATCH = Batch(
     request_features=torch.tensor([[2], [3]]),
     cand_items=torch.tensor([[4, 6], [7, 2]]),
     cand_features=torch.tensor([[[2], [4]], [[3], [1]]]),
+    request_numeric=torch.zeros((2, 0)),
+    cand_numeric=torch.zeros((2, 2, 0)),
 )
 
 
