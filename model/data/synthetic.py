@@ -43,10 +43,11 @@ from model.data.schema import FIRST_KNOWN_INDEX
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    users: int = 4000
-    items: int = 500
+    # the synthetic sweep's world (docs/results/synthetic-world.md): about 12 clicks per history at test time
+    users: int = 3000
+    items: int = 200
     scenarios: int = 3
-    events_per_user: int = 60
+    events_per_user: int = 100
     # probability that a user's taste in a scenario is its own rather than the user's base taste
     divergence: float = 0.7
     topics: int = 4
@@ -170,6 +171,12 @@ def _number_of_index(vocabulary_values: list[str], prefix: str, limit: int) -> n
     return np.r_[np.full(FIRST_KNOWN_INDEX, -1), np.where(number < limit, number, -1)].astype(np.int64)
 
 
+def item_topic_of_index(config: SyntheticConfig, data: PreparedData) -> np.ndarray:
+    """The topic of each encoded item index of `data` (-1 for padding and out-of-vocabulary)."""
+    item = _number_of_index(data.vocabularies["item_id"].values, "i", config.items)
+    return np.where(item >= 0, item_world(config).topic[item], -1)
+
+
 def history_topic_counts(config: SyntheticConfig, data: PreparedData, split: str = "test") -> np.ndarray:
     """[n, scenarios, topics]: the clicks of each example's history per (scenario, topic).
 
@@ -178,8 +185,7 @@ def history_topic_counts(config: SyntheticConfig, data: PreparedData, split: str
     topic a model cannot know, count nowhere.
     """
     examples = data.splits[split]
-    item = _number_of_index(data.vocabularies["item_id"].values, "i", config.items)
-    topic_of_index = np.where(item >= 0, item_world(config).topic[item], -1)
+    topic_of_index = item_topic_of_index(config, data)
     scenario_of_index = _number_of_index(data.vocabularies["scenario"].values, "s", config.scenarios)
     topic, scenario = topic_of_index[examples.hist_items], scenario_of_index[examples.hist_scenarios]
     known = (topic >= 0) & (scenario >= 0)
