@@ -7,6 +7,9 @@ A run directory holds:
     config.json            model, training and data options, as given
     metrics.json           test metrics (see `model.metrics.ctr_metrics`) plus timing and how training ended
     history.json, training_curve.png
+    training_state.pt      while training with `checkpoint_every_steps`: everything `resume` continues
+                           from (weights, optimizer, RNG states, position in the data, best so far,
+                           early-stopping counters, history); removed once the run is finished
 
 The training regime converges by default: validation AUC is evaluated every `eval_every_steps`
 optimizer steps and at the end of each epoch; training stops once `patience` evaluations in a row
@@ -15,50 +18,70 @@ the best evaluation are restored. At batch 512 on Amazon Food-Kitchen (about 1,3
 validation AUC peaks within the first or second epoch, so the evaluations must come within an epoch.
 A run that reaches its budget before early stopping has stopped it is flagged
 `stopped_at_cap_improving`: its budget, not the validation AUC, decided where it stopped.
+
+One loop, two sources (`model.data.stream`): a split in memory (`PreparedData`) or a prepared
+folder's shards streamed (`StreamedData`). Under torchrun the loop runs on every rank with
+DistributedDataParallel: each rank trains on its share with batch `batch_size / world size` (the
+global batch stays `batch_size`), evaluates its share of a split, and rank 0 gathers the
+predictions (labels, probabilities, scenarios: small), computes the AUC and broadcasts it; every
+rank applies the same early-stopping rule to that one number, so all stop at the same step. Only
+rank 0 writes the run directory.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.batch import examples_to_batch
+from model.batch import Batch, examples_to_batch
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.examples import ExampleSet, PreparedData
 from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema, Vocabulary
+from model.data.stream import DEFAULT_SHUFFLE_BUFFER, BatchRows, MemorySource, ShardSource, StreamedData
 from model.data.synthetic import SyntheticConfig
+from model.distributed import Processes, current_processes
 from model.metrics import ctr_metrics, safe_auc
 from model.models import build_model
 from model.models.registry import training_outputs
 
 log = logging.getLogger(__name__)
 
+TRAINING_STATE = "training_state.pt"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20                  # step budget in passes over the training split
-    batch_size: int = 512
+    batch_size: int = 512             # global: under torchrun each rank takes batch_size / world size
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 3                 # evaluations in a row without a better validation AUC before stopping
     seed: int = 42
     eval_batch_size: int = 8192
     threads: int | None = None        # torch intra-op threads; None keeps torch's default
-    max_train_examples: int | None = None  # train on a seeded subsample (smoke runs, tests)
+    max_train_examples: int | None = None  # train on a seeded subsample (smoke runs, tests; data in memory)
     progress: bool | None = None      # None: a progress bar only on a terminal
     eval_every_steps: int | None = 200  # validation AUC every this many steps (and at each epoch's end);
                                         # None or 0: at each epoch's end only
     max_steps: int | None = None      # step budget in optimizer steps (whichever of this and `epochs` comes first)
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # streamed data: examples in the shuffle buffer (0: none)
+    checkpoint_every_steps: int | None = None     # write training_state.pt every this many steps
+
+
+# Settings that may differ between a run and its resumption (they do not change what is computed).
+RESUMABLE_CHANGES = ("checkpoint_every_steps", "progress", "threads")
 
 
 def set_determinism(seed: int, threads: int | None) -> None:
@@ -68,132 +91,298 @@ def set_determinism(seed: int, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(*(tensor.to(device) for tensor in batch))
+
+
+@dataclass
+class Predictions:
+    """What the metrics need of an evaluated split: small next to the examples themselves."""
+
+    label: np.ndarray
+    prob: np.ndarray
+    scenario: np.ndarray
+    oracle: np.ndarray | None
+
+    @classmethod
+    def concat(cls, parts: list[Predictions]) -> Predictions:
+        oracles = [p.oracle for p in parts]
+        return cls(np.concatenate([p.label for p in parts]), np.concatenate([p.prob for p in parts]),
+                   np.concatenate([p.scenario for p in parts]),
+                   None if any(o is None for o in oracles) else np.concatenate(oracles))
+
+
 @torch.no_grad()
+def predict_batches(model: nn.Module, batches: Iterable[BatchRows]) -> Predictions:
+    model.eval()
+    device = next(model.parameters()).device
+    labels, probs, scenarios, oracles = [], [], [], []
+    for examples, rows in batches:
+        batch, label = examples_to_batch(examples, rows)
+        probs.append(torch.sigmoid(model(to_device(batch, device)))[:, 0].cpu().numpy())
+        labels.append(label.numpy())
+        scenarios.append(examples.target_scenario[rows])
+        oracles.append(None if examples.oracle_prob is None else examples.oracle_prob[rows])
+    if not probs:
+        return Predictions(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), None)
+    return Predictions.concat([Predictions(*part) for part in zip(labels, probs, scenarios, oracles)])
+
+
+def _chunks(examples: ExampleSet, batch_size: int) -> Iterable[BatchRows]:
+    return ((examples, slice(start, start + batch_size)) for start in range(0, len(examples), batch_size))
+
+
 def predict(model: nn.Module, examples: ExampleSet, batch_size: int = 8192) -> np.ndarray:
     """Click probabilities [n] for the examples' own target items."""
-    model.eval()
-    probs = []
-    for start in range(0, len(examples), batch_size):
-        batch, _ = examples_to_batch(examples, slice(start, start + batch_size))
-        probs.append(torch.sigmoid(model(batch))[:, 0].numpy())
-    return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+    return predict_batches(model, _chunks(examples, batch_size)).prob
+
+
+def prediction_metrics(predictions: Predictions, schema: FeatureSchema) -> dict:
+    return ctr_metrics(predictions.label, predictions.prob, predictions.scenario, schema.scenarios,
+                       FIRST_KNOWN_INDEX, predictions.oracle)
 
 
 def evaluate_examples(model: nn.Module, examples: ExampleSet, schema: FeatureSchema,
                       batch_size: int = 8192) -> dict:
-    probs = predict(model, examples, batch_size)
-    return ctr_metrics(examples.label, probs, examples.target_scenario, schema.scenarios,
-                       FIRST_KNOWN_INDEX, examples.oracle_prob)
+    return prediction_metrics(predict_batches(model, _chunks(examples, batch_size)), schema)
 
 
-def train_model(data: PreparedData, model_name: str, model_overrides: dict, config: TrainConfig,
-                out_dir: Path, data_options: DataOptions | None = None) -> dict:
+def gathered_predictions(processes: Processes, model: nn.Module, batches: Iterable[BatchRows]) -> Predictions | None:
+    """Every rank's predictions of its share, on rank 0 (None on the others)."""
+    parts = processes.gather(predict_batches(model, batches))
+    return Predictions.concat(parts) if processes.is_main else None
+
+
+class TrainingStep(nn.Module):
+    """A training forward (logits and the model's auxiliary loss) as a module's forward: DDP prepares
+    its gradient reduction in forward, so the step must go through it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return training_outputs(self.model, batch)
+
+
+@dataclass
+class Progress:
+    """Where training stands: all of it goes into the training checkpoint."""
+
+    epoch: int = 1                  # the epoch under way
+    batch_in_epoch: int = 0         # batches of it already trained
+    step: int = 0
+    stale: int = 0                  # evaluations since the best one
+    best_auc: float = -np.inf
+    best_state: dict | None = None
+    best_epoch: int = 0
+    best_step: int = 0
+    history: dict = field(default_factory=lambda: {"step_loss": [], "epoch": [], "evals": []})
+    epoch_losses: list = field(default_factory=list)
+    step_seconds: float = 0.0
+    trained_examples: int = 0
+    seconds: float = 0.0            # wall time of the fit so far, over all sittings
+
+
+def _per_rank_batch(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise ValueError(f"the batch size {batch_size} must divide evenly among {world_size} processes")
+    return batch_size // world_size
+
+
+def _identity(model_name: str, model_overrides: dict, config: TrainConfig, world_size: int) -> dict:
+    """What a resumed run must share with the run it continues (JSON-normalised)."""
+    train = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps({"model_name": model_name, "model_overrides": model_overrides,
+                                  "train_config": train, "world_size": world_size}))
+
+
+def _rng_states(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def save_training_state(path: Path, processes: Processes, progress: Progress, model: nn.Module,
+                        optimizer: torch.optim.Optimizer, source, identity: dict) -> None:
+    """The training checkpoint, written whole or not at all (a temporary file renamed over it).
+    Collective under torchrun: every rank sends its RNG states to rank 0, which writes."""
+    rng_by_rank = processes.gather(_rng_states(processes.device))
+    if not processes.is_main:
+        return
+    state = {"identity": identity, "progress": dict(vars(progress)), "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng_by_rank": rng_by_rank, "source": source.state_dict()}
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_training_state(path: Path, processes: Processes, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        source, identity: dict) -> Progress:
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume: {path} does not exist (a run writes it with "
+                                f"--checkpoint-every-steps, and removes it once finished)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["identity"] != identity:
+        differ = sorted(k for k in identity if state["identity"].get(k) != identity[k])
+        raise ValueError(f"{path} was written by a run with other settings ({', '.join(differ)}); "
+                         f"resume with the same model, training options and number of processes")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    source.load_state_dict(state["source"])
+    rng = state["rng_by_rank"][processes.rank]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None:
+        torch.cuda.set_rng_state(rng["cuda"], processes.device)
+    return Progress(**state["progress"])
+
+
+def training_source(data: PreparedData | StreamedData, config: TrainConfig, processes: Processes):
+    batch_size = _per_rank_batch(config.batch_size, processes.world_size)
+    if isinstance(data, StreamedData):
+        if config.max_train_examples:
+            raise ValueError("max_train_examples subsamples data held in memory; to stream less, prepare a "
+                             "smaller log")
+        return ShardSource(data, batch_size, config.seed, processes.rank, processes.world_size,
+                           config.shuffle_buffer)
+    return MemorySource(data, batch_size, config.seed, processes.rank, processes.world_size,
+                        config.max_train_examples)
+
+
+def train_model(data: PreparedData | StreamedData, model_name: str, model_overrides: dict, config: TrainConfig,
+                out_dir: Path, data_options: DataOptions | None = None, resume: bool = False) -> dict:
+    """Trains and writes the run directory (rank 0); returns the test metrics (on every rank).
+    `resume`: continue from `out_dir`'s training checkpoint instead of starting afresh."""
+    processes = current_processes()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(config.seed, config.threads)
-    rng = np.random.default_rng(config.seed)
-    model = build_model(model_name, data.schema, **model_overrides)
+    source = training_source(data, config, processes)
+    model = build_model(model_name, data.schema, **model_overrides).to(processes.device)
+    if processes.distributed:   # the weights came from the seed alone; dropout masks differ per rank
+        torch.manual_seed(config.seed * 1_000 + processes.rank)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    train = data.splits["train"]
-    if config.max_train_examples and len(train) > config.max_train_examples:
-        train = train.subset(np.sort(rng.choice(len(train), config.max_train_examples, replace=False)))
-
-    history: dict[str, list] = {"step_loss": [], "epoch": [], "evals": []}
-    best = {"auc": -np.inf, "state": None, "epoch": 0, "step": 0}
-    stale, step, stop_reason = 0, 0, "cap"
-    started = time.perf_counter()
-    step_seconds, trained_examples = 0.0, 0
-    valid = data.splits["valid"]
+    identity = _identity(model_name, model_overrides, config, processes.world_size)
+    state_path = out_dir / TRAINING_STATE
+    progress = (load_training_state(state_path, processes, model, optimizer, source, identity) if resume
+                else Progress())
+    step_module: nn.Module = TrainingStep(model)
+    if processes.distributed:
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[processes.device.index] if processes.device.type == "cuda" else None)
+    history = progress.history
+    started = time.perf_counter() - progress.seconds
+    stop_reason = "cap"
 
     def evaluate_now(epoch: int) -> bool:
         """Validation AUC at this step; True when early stopping says stop."""
-        nonlocal stale
-        valid_auc = safe_auc(valid.label, predict(model, valid, config.eval_batch_size))
-        history["evals"].append({"step": step, "epoch": epoch, "valid_auc": valid_auc,
+        predictions = gathered_predictions(processes, model, source.eval_batches("valid", config.eval_batch_size))
+        valid_auc = processes.from_main(safe_auc(predictions.label, predictions.prob) if processes.is_main
+                                        else None)
+        history["evals"].append({"step": progress.step, "epoch": epoch, "valid_auc": valid_auc,
                                  "seconds": time.perf_counter() - started})
-        log.info("step %d (epoch %d): valid AUC %s", step, epoch, valid_auc)
-        model.train()
-        if valid_auc is not None and valid_auc > best["auc"]:
-            best.update(auc=valid_auc, epoch=epoch, step=step, state=copy.deepcopy(model.state_dict()))
-            stale = 0
+        log.info("step %d (epoch %d): valid AUC %s", progress.step, epoch, valid_auc)
+        step_module.train()
+        if valid_auc is not None and valid_auc > progress.best_auc:
+            progress.best_auc, progress.best_epoch, progress.best_step = valid_auc, epoch, progress.step
+            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.stale = 0
             return False
-        stale += 1
-        return stale >= config.patience
+        progress.stale += 1
+        return progress.stale >= config.patience
 
+    def at_budget() -> bool:
+        return config.max_steps is not None and progress.step >= config.max_steps
+
+    # None: a bar only on a terminal; one bar per run, rank 0's
+    progress_bar_disabled = (None if config.progress is None else not config.progress) if processes.is_main else True
     stop = False
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(len(train))
-        batches = range(0, len(train), config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                   disable=None if config.progress is None else not config.progress, leave=False)
-        losses = []
-        for start in bar:
+    for epoch in range(progress.epoch, config.epochs + 1):
+        if epoch > progress.epoch:
+            progress.epoch, progress.batch_in_epoch, progress.epoch_losses = epoch, 0, []
+        losses = progress.epoch_losses
+        step_module.train()
+        steps = source.steps_in_epoch(epoch)
+        bar = tqdm(source.train_batches(epoch, progress.batch_in_epoch), total=steps - progress.batch_in_epoch,
+                   desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=progress_bar_disabled)
+        for examples, rows in bar:
             t0 = time.perf_counter()
-            batch, labels = examples_to_batch(train, order[start:start + config.batch_size])
-            logits, auxiliary_loss = training_outputs(model, batch)
-            loss = loss_fn(logits[:, 0], labels)
+            batch, labels = examples_to_batch(examples, rows)
+            logits, auxiliary_loss = step_module(to_device(batch, processes.device))
+            loss = loss_fn(logits[:, 0], labels.to(processes.device))
             if auxiliary_loss is not None:
                 loss = loss + auxiliary_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            step += 1
-            step_seconds += time.perf_counter() - t0
-            trained_examples += len(labels)
+            progress.step += 1
+            progress.batch_in_epoch += 1
+            progress.step_seconds += time.perf_counter() - t0
+            progress.trained_examples += len(labels)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            at_budget = config.max_steps is not None and step >= config.max_steps
-            if config.eval_every_steps and step % config.eval_every_steps == 0 and not at_budget:
-                if evaluate_now(epoch):
-                    stop, stop_reason = True, "early_stop"
-                    break
-            if at_budget:
+            evaluation_due = config.eval_every_steps and progress.step % config.eval_every_steps == 0
+            if evaluation_due and not at_budget() and evaluate_now(epoch):
+                stop, stop_reason = True, "early_stop"
                 break
+            if at_budget():
+                break
+            if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0:
+                progress.seconds = time.perf_counter() - started
+                save_training_state(state_path, processes, progress, model, optimizer, source, identity)
         bar.close()
         history["step_loss"].extend(losses)
         if not stop:    # the epoch's (or the budget's) last step, unless it was just evaluated
             last = history["evals"][-1]["step"] if history["evals"] else -1
-            if last != step and evaluate_now(epoch):
+            if last != progress.step and evaluate_now(epoch):
                 stop, stop_reason = True, "early_stop"
         epoch_evals = [e["valid_auc"] for e in history["evals"] if e["epoch"] == epoch]
         history["epoch"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                                 "valid_auc": epoch_evals[-1] if epoch_evals else None, "steps": step,
+                                 "valid_auc": epoch_evals[-1] if epoch_evals else None, "steps": progress.step,
                                  "seconds": time.perf_counter() - started})
-        log.info("epoch %d: train loss %.4f, %d steps", epoch, np.mean(losses) if losses else np.nan, step)
+        log.info("epoch %d: train loss %.4f, %d steps", epoch, np.mean(losses) if losses else np.nan,
+                 progress.step)
         if stop:
-            log.info("early stop at step %d: no better validation AUC for %d evaluations", step, stale)
+            log.info("early stop at step %d: no better validation AUC for %d evaluations", progress.step,
+                     progress.stale)
             break
-        if config.max_steps is not None and step >= config.max_steps:
+        if at_budget():
             break
     train_seconds = time.perf_counter() - started
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     outcome = {
-        "best_epoch": best["epoch"], "best_step": best["step"], "steps": step,
-        "evaluations": len(history["evals"]), "evaluations_since_best": stale, "stop_reason": stop_reason,
+        "best_epoch": progress.best_epoch, "best_step": progress.best_step, "steps": progress.step,
+        "evaluations": len(history["evals"]), "evaluations_since_best": progress.stale, "stop_reason": stop_reason,
         # the budget ended the run before early stopping did (fewer than `patience` evaluations since
         # its best): its best may lie beyond the budget
         "stopped_at_cap_improving": stop_reason == "cap",
-        "valid_auc": None if best["auc"] == -np.inf else float(best["auc"]),
+        "valid_auc": None if progress.best_auc == -np.inf else float(progress.best_auc),
     }
     history.update(outcome)
 
-    metrics = evaluate_examples(model, data.splits["test"], data.schema, config.eval_batch_size)
+    test = gathered_predictions(processes, model, source.eval_batches("test", config.eval_batch_size))
+    metrics = processes.from_main(prediction_metrics(test, data.schema) if processes.is_main else None)
+    trained_examples = processes.total(progress.trained_examples)
     metrics.update({
         **outcome,
-        "train_seconds": train_seconds, "examples_per_second": trained_examples / max(step_seconds, 1e-9),
-        "train_examples": len(train),
+        "train_seconds": train_seconds, "examples_per_second": trained_examples / max(progress.step_seconds, 1e-9),
+        "train_examples": source.train_examples,
     })
-    save_run(out_dir, model, model_name, data, config, data_options)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    plot_training_curve(history, out_dir / "training_curve.png")
+    if processes.distributed:
+        metrics["processes"] = processes.world_size
+    if processes.is_main:
+        save_run(out_dir, model, model_name, data, config, data_options)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+        plot_training_curve(history, out_dir / "training_curve.png")
+        state_path.unlink(missing_ok=True)     # the run is finished: nothing left to resume
     return metrics
 
 
-def save_run(out_dir: Path, model: nn.Module, model_name: str, data: PreparedData, config: TrainConfig,
+def save_run(out_dir: Path, model: nn.Module, model_name: str, data: PreparedData | StreamedData, config: TrainConfig,
              data_options: DataOptions | None) -> None:
     settings = {
         "model_name": model_name,
