@@ -152,9 +152,10 @@ class Artifact:
     def transform_numeric(features: list[NumericFeature], rows: list[list]) -> np.ndarray:
         """[len(rows), len(features)] float32 model inputs from raw values (numbers, numeric text as
         the Redis hash holds it, None), by the schema's rule (`sainet.numeric`)."""
+        if not features:    # the common case: nothing to convert on the hot path
+            return np.zeros((len(rows), 0), dtype=np.float32)
         raw = as_numbers(np.array(rows, dtype=object).reshape(len(rows), len(features)))
-        columns = [feature.transform(raw[:, i]) for i, feature in enumerate(features)]
-        return np.stack(columns, axis=1) if columns else np.zeros((len(rows), 0), dtype=np.float32)
+        return np.stack([feature.transform(raw[:, i]) for i, feature in enumerate(features)], axis=1)
 
     def encode_feature(self, name: str, value: str | None) -> int:
         vocab = self.vocabularies[name]

@@ -33,10 +33,11 @@ def replicate_history(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same scores computed the way a model without a shared user part must: one row (history,
     features, one candidate) per candidate, so the history is encoded C times."""
     b, c = inputs["cand_items"].shape
-    per_request = ("hist_items", "hist_scenarios", "target_scenario", "request_features")
+    per_request = ("hist_items", "hist_scenarios", "target_scenario", "request_features", "request_numeric")
     out = {name: np.repeat(inputs[name], c, axis=0) for name in per_request}
     out["cand_items"] = inputs["cand_items"].reshape(b * c, 1)
     out["cand_features"] = inputs["cand_features"].reshape(b * c, 1, -1)
+    out["cand_numeric"] = inputs["cand_numeric"].reshape(b * c, 1, -1)
     return out
 
 

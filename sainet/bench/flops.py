@@ -55,7 +55,8 @@ B_INPUT = {"QLinearMatMul": 3, "QGemm": 3, "QLinearConv": 3}
 # Graph inputs of the artifact contract: the role of each axis (None keeps the graph's own size).
 CONTRACT_AXES = {"hist_items": ("batch", "history"), "hist_scenarios": ("batch", "history"),
                  "target_scenario": ("batch",), "request_features": ("batch", None),
-                 "cand_items": ("batch", "candidates"), "cand_features": ("batch", "candidates", None)}
+                 "cand_items": ("batch", "candidates"), "cand_features": ("batch", "candidates", None),
+                 "request_numeric": ("batch", None), "cand_numeric": ("batch", "candidates", None)}
 
 ELEMENT_TYPES = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 3: "int8", 2: "int8"}
 

@@ -80,6 +80,8 @@ def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path):
     assert {f.name: f.side for f in expected.schema.numeric_features} == {
         "price": "item", "age": "user", "dwell": "context", "visits": "context"}
     assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
+    expected.save(tmp_path / "memory")      # `--engine memory`'s folder holds the same numbers
+    assert_same_prepared(expected, PreparedData.load(tmp_path / "memory"))
     train = expected.splits["train"]
     names = [f.name for f in expected.schema.request_numeric]
     dwell = train.request_numeric[:, names.index("dwell")]
