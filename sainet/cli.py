@@ -115,38 +115,59 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_prepared(path: str):
-    """A prepared folder (`sainet data prepare`) and the data options it records."""
-    from model.data.examples import PreparedData
-    from model.train import data_options_from_dict
-
-    folder = Path(path)
-    if not (folder / "schema.json").exists():
-        raise FileNotFoundError(f"{folder} has no schema.json; is it a `sainet data prepare` folder?")
-    manifest = folder / "prepared.json"
-    recorded = json.loads(manifest.read_text()).get("data_options") if manifest.exists() else None
-    return PreparedData.load(folder), data_options_from_dict(recorded)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1:
+        return _relaunch_with_torchrun(args)
     from model.data.datasets import prepare_dataset
-    from model.train import TrainConfig, train_model
+    from model.data.stream import StreamedData
+    from model.distributed import process_group
+    from model.train import TrainConfig, data_options_from_dict, train_model
 
     overrides = _parse_model_options(args.model, args.model_opt)
     for key in ("embed_dim", "blocks", "heads", "gamma"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    if args.prepared:
-        data, options = _load_prepared(args.prepared)
+    if args.prepared:       # streamed from the shards: memory does not grow with the data
+        data = StreamedData.open(Path(args.prepared))
+        options = data_options_from_dict(data.data_options)
     else:
         options = _data_options(args)
         data = prepare_dataset(options)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                          threads=args.threads, max_train_examples=args.max_train_examples,
-                         eval_every_steps=args.eval_every_steps, max_steps=args.max_steps)
-    metrics = train_model(data, args.model, overrides, config, Path(args.out), options)
-    print(json.dumps(metrics, indent=2))
+                         eval_every_steps=args.eval_every_steps, max_steps=args.max_steps,
+                         checkpoint_every_steps=args.checkpoint_every_steps,
+                         **({} if args.shuffle_buffer is None else {"shuffle_buffer": args.shuffle_buffer}))
+    with process_group() as processes:
+        metrics = train_model(data, args.model, overrides, config, Path(args.out), options, resume=args.resume)
+    if processes.is_main:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
+    """`sainet train --nproc P ...` is `torchrun --standalone --nproc-per-node P -m sainet.cli train ...`."""
+    import os
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--nproc launches torchrun itself; under torchrun, leave it out")
+    rest, skip = [], False
+    for arg in args.argv:           # the same command without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={args.nproc}", "-m", "sainet.cli", *rest])
+    except ChildFailedError as error:
+        print(f"sainet: error: a training process failed: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -311,8 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gamma", type=float, help="STM scaling factor")
     train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model config field, e.g. sie_residual=true")
-    train.add_argument("--prepared", help="train on a prepared folder (`sainet data prepare`) instead of the "
-                                          "data options")
+    train.add_argument("--prepared", help="train on a prepared folder (`sainet data prepare`), streamed from its "
+                                          "shards, instead of the data options")
+    train.add_argument("--shuffle-buffer", type=int,
+                       help="with --prepared: examples held in the shuffle buffer (0: row-group order only; "
+                            "default: model.data.stream.DEFAULT_SHUFFLE_BUFFER, 100,000)")
+    train.add_argument("--checkpoint-every-steps", type=int,
+                       help="write a training checkpoint (RUN/training_state.pt) every this many steps")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the run directory's last training checkpoint")
+    train.add_argument("--nproc", type=int,
+                       help="train with this many processes (DDP), relaunching through torchrun --standalone")
     train.add_argument("--out", required=True, help="run directory")
     train.set_defaults(handler=cmd_train)
 
