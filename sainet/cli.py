@@ -20,6 +20,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--split", choices=["time", "random", "leave-last-out", "given"],
                        help="split method; default depends on the dataset")
     group.add_argument("--split-seed", type=int, default=1234, help="seed of the random split")
+    group.add_argument("--numeric", action="append", default=[], metavar="COL",
+                       help="logs: read column COL as a number (a dense feature; repeatable); fractional "
+                            "float columns are numeric without it")
     group.add_argument("--negatives", type=int, default=4,
                        help="amazon-cdsr: sampled negatives per positive")
     group.add_argument("--negative-seed", type=int, default=2024, help="amazon-cdsr: negative sampling seed")
@@ -46,7 +49,7 @@ def _data_options(args: argparse.Namespace):
     return DataOptions(
         dataset=args.dataset, data_dir=args.data_dir, history_length=args.history_length,
         split=args.split, split_seed=args.split_seed, negatives_per_positive=args.negatives,
-        negative_seed=args.negative_seed,
+        negative_seed=args.negative_seed, numeric=tuple(args.numeric),
         synthetic=SyntheticConfig(**{field: value for field, value in synthetic.items() if value is not None}),
     )
 

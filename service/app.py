@@ -269,8 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s = core.settings
             model = core.models.current
             user_id, scenario, candidates, features = bodies.score(
-                await request.body(), model.artifact.scenario_index, model.artifact.numeric_feature_names,
-                model.artifact.categorical_feature_names)
+                await request.body(), model.artifact.scenario_index, model.artifact.numeric_feature_names)
             scenario_label = scenario
             deadline = request.scope.get("state", {}).get(DEADLINE, started + s.request_timeout_ms / 1000)
             job = ScoreJob(user_id, scenario, candidates, features, deadline=deadline,
@@ -364,8 +363,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    routes=app.routes)
             bodies.document(document)
             app.openapi_schema = document
-        scenarios = list(core.models.current.artifact.scenarios) if core.models.loaded else None
-        return bodies.with_scenarios(app.openapi_schema, scenarios)
+        artifact = core.models.current.artifact if core.models.loaded else None
+        return bodies.with_scenarios(app.openapi_schema, list(artifact.scenarios) if artifact else None,
+                                     artifact.numeric_feature_names if artifact else ())
 
     app.openapi = openapi
     return app

@@ -128,7 +128,6 @@ class Artifact:
         self.numeric_of_unknown_item = self.transform_numeric(self.item_numeric, [[None] * len(self.item_numeric)])[0]
         # request/user-side features whose values are numbers (every other one is a categorical id)
         self.numeric_feature_names = frozenset(f.name for f in self.request_numeric)
-        self.categorical_feature_names = frozenset(self.request_features)
         self.model_path = self.path / FP32_GRAPH
         self.precisions = available_precisions(self.meta)     # precision -> {"file", "passed", ...}
 

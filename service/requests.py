@@ -127,13 +127,12 @@ class RequestModels:
             "description": "a raw id: a non-empty string or a 64-bit integer",
             "anyOf": [{"type": "string", "minLength": 1, "maxLength": id_length},
                       {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}]})]
+        # documented as a raw id; `with_scenarios` documents the serving model's numeric features
         feature_value = Annotated[str | int | float, PlainValidator(lambda v: _feature_value(v, id_length)),
                                   WithJsonSchema({
-            "description": "a categorical feature's raw id (a non-empty string or a 64-bit integer), or a "
-                           "numeric feature's finite number",
+            "description": "a categorical feature's raw id: a non-empty string or a 64-bit integer",
             "anyOf": [{"type": "string", "minLength": 1, "maxLength": id_length},
-                      {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
-                      {"type": "number", "minimum": -MAX_FEATURE_NUMBER, "maximum": MAX_FEATURE_NUMBER}]})]
+                      {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}]})]
         unix_seconds = Annotated[float, PlainValidator(_unix_seconds), WithJsonSchema({
             "type": "number", "minimum": MIN_TIMESTAMP, "maximum": MAX_TIMESTAMP,
             "description": f"unix seconds in [{MIN_TIMESTAMP}, {MAX_TIMESTAMP}] (up to 2100-01-01); "
@@ -174,11 +173,9 @@ class RequestModels:
         events = Annotated[list[Event], Field(min_length=1, max_length=settings.max_events)]
         return cls(ScoreRequest, Event, TypeAdapter(events), ScoreResponse, EventsResponse)
 
-    def score(self, raw: bytes, scenarios: Container[str], numeric: Container[str] = (),
-              categorical: Container[str] = ()) -> ScoreInputs:
-        """A /score body, parsed and checked against the serving model's scenarios and features: a
-        `numeric` feature's value must be a number, a `categorical` one's a raw id (a feature the
-        model does not know is passed on as text, and ignored)."""
+    def score(self, raw: bytes, scenarios: Container[str], numeric: Container[str] = ()) -> ScoreInputs:
+        """A /score body, parsed and checked against the serving model's scenarios and numeric
+        features: a `numeric` feature's value must be a number, every other one's a raw id."""
         body = _validated(lambda: self.score_request.model_validate(parse_body(raw)))
         scenario = str(body.scenario)
         if scenario not in scenarios:
@@ -186,10 +183,8 @@ class RequestModels:
         features: dict[str, str | float] = {}
         for name, value in body.features.items():
             try:
-                if name in numeric:
-                    features[name] = _numeric_feature(value)
-                else:   # the length was checked by the model; 1.5 is no id
-                    features[name] = str(_raw_id(value, 1 << 30) if name in categorical else value)
+                # (a raw id's length was checked by the validator)
+                features[name] = _numeric_feature(value) if name in numeric else str(_raw_id(value, 1 << 30))
             except ValueError as error:
                 raise InvalidFields([{"loc": ("body", "features", name), "msg": f"Value error, {error}",
                                       "type": "value_error"}]) from None
@@ -219,12 +214,19 @@ class RequestModels:
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
 
     @staticmethod
-    def with_scenarios(document: dict, scenarios: list[str] | None) -> dict:
+    def with_scenarios(document: dict, scenarios: list[str] | None, numeric: Container[str] = ()) -> dict:
         """A copy whose ScoreRequest.scenario lists the serving model's scenarios (as strings and,
-        for integer-looking ones, as the integers that mean the same)."""
+        for integer-looking ones, as the integers that mean the same) and whose features document
+        the model's `numeric` ones as numbers."""
         if not scenarios:
             return document
         document = copy.deepcopy(document)
+        if numeric:
+            features = document["components"]["schemas"]["ScoreRequest"]["properties"]["features"]
+            features["properties"] = {name: {
+                "type": "number", "minimum": -MAX_FEATURE_NUMBER, "maximum": MAX_FEATURE_NUMBER,
+                "description": "a numeric feature of the serving model (absent: imputed, as in training)"}
+                for name in sorted(numeric)}
         allowed: list[str | int] = list(scenarios)
         allowed += [int(s) for s in scenarios if s.isascii() and s.lstrip("-").isdigit() and str(int(s)) == s]
         scenario = document["components"]["schemas"]["ScoreRequest"]["properties"]["scenario"]

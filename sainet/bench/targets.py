@@ -85,8 +85,7 @@ def create_naive_app(artifact_dir: Path, redis_url: str, settings: Settings | No
     @app.post("/score")
     async def score(request: Request):
         user_id, scenario, candidates, features = bodies.score(await request.body(), artifact.scenario_index,
-                                                                artifact.numeric_feature_names,
-                                                                artifact.categorical_feature_names)
+                                                                artifact.numeric_feature_names)
         (user,) = await state["store"].fetch([user_id], artifact.history_length)
         encoded = artifact.encode([scenario], [user.history], [{**user.features, **features}], [candidates])
         with torch.inference_mode():

@@ -133,6 +133,10 @@ def test_numbers_from_the_request_the_redis_hash_and_the_item_table(numeric_root
                                atol=1e-5, rtol=0)
     # the item table's prices differ per candidate, and an unknown item's price is imputed
     assert len(set(np.round(with_dwell, 7))) == len(candidates)
+    # the OpenAPI document says which features take numbers
+    document = httpx.get(f"{numeric_service.url}/openapi.json", timeout=10).json()
+    features = document["components"]["schemas"]["ScoreRequest"]["properties"]["features"]
+    assert {name: f["type"] for name, f in features["properties"].items()} == {"age": "number", "dwell": "number"}
 
 
 @pytest.mark.parametrize("field,raw_value,why", [

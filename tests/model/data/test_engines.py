@@ -67,7 +67,7 @@ def test_own_logs_from_csv_or_shards_match(tmp_path, layout):
     assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
 
 
-def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path):
+def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path, capsys):
     # fractional float columns are numeric by themselves; an integer column is numeric when declared
     frame = user_log().assign(visits=lambda f: f["timestamp"] % 9)
     logs = tmp_path / "logs"
@@ -75,7 +75,9 @@ def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path):
     for i, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
         frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
     options = DataOptions(dataset="logs", data_dir=str(logs), history_length=4, split="time", numeric=("visits",))
-    prepare_to_directory(options, tmp_path / "prepared")
+    assert main(["data", "prepare", "--dataset", "logs", "--data-dir", str(logs), "--history-length", "4",
+                 "--split", "time", "--numeric", "visits", "--out", str(tmp_path / "prepared")]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == "duckdb"
     expected = prepare_dataset(options)
     assert {f.name: f.side for f in expected.schema.numeric_features} == {
         "price": "item", "age": "user", "dwell": "context", "visits": "context"}
