@@ -4,6 +4,8 @@ parity check, and meant for anyone adding a model of their own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -74,3 +76,17 @@ def seeded_model(name: str, schema: FeatureSchema, **config) -> nn.Module:
 def linear_widths(module: nn.Module) -> list[int]:
     """Output sizes of every nn.Linear in `module`, in registration order."""
     return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def write_grouplens_folder(root: Path) -> Path:
+    """A tiny copy of GroupLens's original ml-1m layout ('::'-separated, latin-1)."""
+    folder = root / "ml-1m"
+    folder.mkdir()
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
+    (folder / "movies.dat").write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Am\xe9lie (2001)::Comedy|Romance\n"
+        "3::Heat (1995)::Action|Crime|Thriller\n".encode("latin-1"))
+    (folder / "ratings.dat").write_text(
+        "1::1::5::978300760\n1::2::3::978302109\n2::3::4::978301968\n2::1::2::978300275\n"
+        "3::2::4::978824291\n3::3::1::978824292\n3::1::5::978824293\n")
+    return folder

@@ -168,7 +168,7 @@ def numeric_sql(d: _Dialect, value: str, feature: NumericFeature) -> str:
     """`NumericFeature.transform` in SQL, in the same float64 operations, then float32."""
     mean = _double(feature.mean)
     clipped = f"LEAST(GREATEST(COALESCE({value}, {mean}), {_double(feature.low)}), {_double(feature.high)})"
-    return f"CAST(({clipped} - {mean}) / {_double(feature.std)} AS FLOAT)"
+    return f"CAST(({clipped} - {_double(feature.offset)}) / {_double(feature.scale)} AS FLOAT)"
 
 
 def fractional_sql(d: _Dialect, columns: list[str]) -> str:
@@ -677,6 +677,10 @@ def prepare_to_directory(options, out_dir: Path, engine: EngineOptions = EngineO
     if options.dataset == "logs":
         return prepare_log_files(log_files(Path(options.data_dir)), out_dir, numeric=tuple(options.numeric), **common)
     log = load_log(options)
+    if any(c.scaling != "standard" for c in log.numeric):
+        # the engines fit the clip bounds as quantiles (the standard rule); min-max bounds are fit in memory
+        raise ValueError(f"{options.dataset!r} with protocol {options.protocol!r} declares min-max numeric "
+                         "features, which the engines do not fit; prepare it in memory (without --engine)")
     work = Path(tempfile.mkdtemp(prefix="sainet-log-", dir=engine.temp_dir))
     try:
         path = write_canonical_log(log.frame, work / "log.parquet")

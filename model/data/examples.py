@@ -172,7 +172,8 @@ def build_prepared_data(log: InteractionLog, dataset: str, history_length: int,
         features=list(log.features),
         vocab_sizes={name: len(v) for name, v in vocabularies.items()},
         # statistics of the training split only: valid and test are transformed with them
-        numeric_features=[NumericFeature.fit(c.name, c.side, train[c.name].to_numpy()) for c in log.numeric],
+        numeric_features=[NumericFeature.fit(c.name, c.side, train[c.name].to_numpy(), c.scaling)
+                          for c in log.numeric],
     )
 
     item_index = vocabularies["item_id"].encode(frame["item_id"])

@@ -77,12 +77,13 @@ def is_fractional(values: pd.Series) -> bool:
 
 
 def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None = None,
-                 scenario_order: list[str] | None = None, numeric: tuple[str, ...] | list[str] = ()
-                 ) -> InteractionLog:
+                 scenario_order: list[str] | None = None, numeric: tuple[str, ...] | list[str] = (),
+                 numeric_scaling: dict[str, str] | None = None) -> InteractionLog:
     """Checks the canonical columns and normalises their types; raises ValueError naming the column.
 
     `numeric` names columns to read as numbers (beside the fractional float columns found when the
-    features are inferred); their values become float64 with NaN for anything missing or not finite."""
+    features are inferred); their values become float64 with NaN for anything missing or not finite.
+    `numeric_scaling` gives a numeric column a scaling other than "standard" (`sainet.numeric`)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"interaction log lacks required column(s) {missing}; "
@@ -113,7 +114,12 @@ def validate_log(frame: pd.DataFrame, features: list[CategoricalFeature] | None 
     numeric_names = [c for c in extra if c in numeric or (features is None and is_fractional(frame[c]))]
     for name in numeric_names:
         frame[name] = as_numbers(frame[name].to_numpy())
-    numeric_columns = [NumericColumn(name, infer_side(frame, name)) for name in numeric_names]
+    numeric_scaling = numeric_scaling or {}
+    if set(numeric_scaling) - set(numeric_names):
+        raise ValueError(f"numeric_scaling names columns {sorted(set(numeric_scaling) - set(numeric_names))} "
+                         "that are not numeric")
+    numeric_columns = [NumericColumn(name, infer_side(frame, name), numeric_scaling.get(name, "standard"))
+                       for name in numeric_names]
     if features is None:
         features = infer_feature_sides(frame, [c for c in extra if c not in numeric_names])
     elif any(f.name in numeric_names for f in features):

@@ -5,8 +5,11 @@ label = rating > 3. Every rating is a behaviour (the user watched the movie, wha
 Other features: gender, occupation, zip prefix (user side) and first genre (item side).
 
 `protocol="scenario-wise-rec"` reproduces that benchmark's exact inputs instead: no behaviour
-history, and the features user id, gender, age, occupation, full zip code (user side) and first
-genre (item side), beside the movie id.
+history, and the features user id, gender, occupation, full zip code (user side) and first genre
+(item side), beside the movie id, and age as a dense input scaled to [0, 1] (its MinMaxScaler,
+`sainet.numeric`'s "min-max" scaling). The benchmark fits the scaler on the whole data; we fit it on
+the training split, as every statistic here. Age codes are 1..56 in every split of 1M ratings, so
+the bounds come out the same.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ FEATURES = [CategoricalFeature("gender", "user"), CategoricalFeature("occupation
             CategoricalFeature("zip_prefix", "user"), CategoricalFeature("first_genre", "item")]
 ZIP_PREFIX_LENGTH = 3
 SCENARIO_WISE_REC_FEATURES = [CategoricalFeature("user", "user"), CategoricalFeature("gender", "user"),
-                              CategoricalFeature("age", "user"), CategoricalFeature("occupation", "user"),
-                              CategoricalFeature("zip", "user"), CategoricalFeature("first_genre", "item")]
+                              CategoricalFeature("occupation", "user"), CategoricalFeature("zip", "user"),
+                              CategoricalFeature("first_genre", "item")]
+# its dense features and their scaling (scripts/run_movielens_rank_multi_domain.py: dense_features = ['age'],
+# MinMaxScaler)
+SCENARIO_WISE_REC_NUMERIC = {"age": "min-max"}
 
 
 def _read_recbole(path: Path) -> pd.DataFrame:
@@ -74,10 +80,11 @@ def load_movielens(data_dir: Path, protocol: str = "default", **_) -> Interactio
         scenario=age_group(users["age"]),
         occupation=pd.to_numeric(users["occupation"]).astype(int).astype(str),
         zip_prefix=users["zip_code"].str[:ZIP_PREFIX_LENGTH],
-        user=users["user_id"], zip=users["zip_code"], age=pd.to_numeric(users["age"]).astype(int).astype(str),
+        user=users["user_id"], zip=users["zip_code"], age=pd.to_numeric(users["age"]).astype(int),
     )
     features = SCENARIO_WISE_REC_FEATURES if protocol == "scenario-wise-rec" else FEATURES
-    user_columns = [f.name for f in features if f.side == "user"]
+    numeric = SCENARIO_WISE_REC_NUMERIC if protocol == "scenario-wise-rec" else {}
+    user_columns = [*(f.name for f in features if f.side == "user"), *numeric]
     movies = movies.assign(first_genre=movies["genre"].fillna("").str.split(" ").str[0])
     frame = ratings.merge(users[["user_id", "scenario", *user_columns]],
                           on="user_id", how="left", validate="many_to_one")
@@ -88,4 +95,5 @@ def load_movielens(data_dir: Path, protocol: str = "default", **_) -> Interactio
     # Scenario-Wise Rec feeds no behaviour history: with no behaviours every history is empty.
     frame["is_behaviour"] = protocol != "scenario-wise-rec"
     frame = frame.drop(columns=["rating"])
-    return validate_log(frame, features=features, scenario_order=list(AGE_GROUPS))
+    return validate_log(frame, features=features, scenario_order=list(AGE_GROUPS), numeric=tuple(numeric),
+                        numeric_scaling=numeric)

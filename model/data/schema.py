@@ -87,6 +87,7 @@ class NumericColumn:
 
     name: str
     side: FeatureSide
+    scaling: str = "standard"     # `sainet.numeric.SCALINGS`
 
 
 @dataclass

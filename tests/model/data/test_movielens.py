@@ -1,24 +1,9 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.movielens import AGE_GROUPS, load_movielens
-
-
-def write_grouplens_folder(root: Path) -> Path:
-    """A tiny copy of GroupLens's original ml-1m layout ('::'-separated, latin-1)."""
-    folder = root / "ml-1m"
-    folder.mkdir()
-    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
-    (folder / "movies.dat").write_bytes(
-        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Am\xe9lie (2001)::Comedy|Romance\n"
-        "3::Heat (1995)::Action|Crime|Thriller\n".encode("latin-1"))
-    (folder / "ratings.dat").write_text(
-        "1::1::5::978300760\n1::2::3::978302109\n2::3::4::978301968\n2::1::2::978300275\n"
-        "3::2::4::978824291\n3::3::1::978824292\n3::1::5::978824293\n")
-    return folder
+from model.testing import write_grouplens_folder
 
 
 def test_grouplens_layout(tmp_path):
@@ -60,14 +45,23 @@ def test_scenario_wise_rec_protocol_has_its_features_and_no_history(tmp_path):
     folder = write_grouplens_folder(tmp_path)
     log = load_movielens(folder, protocol="scenario-wise-rec")
     assert {f.name: f.side for f in log.features} == {
-        "user": "user", "gender": "user", "age": "user", "occupation": "user", "zip": "user", "first_genre": "item"}
+        "user": "user", "gender": "user", "occupation": "user", "zip": "user", "first_genre": "item"}
     assert dict(zip(log.frame.user_id, log.frame.zip)) == {"1": "48067", "2": "70072", "3": "55117"}
-    assert dict(zip(log.frame.user_id, log.frame.age)) == {"1": "1", "2": "56", "3": "25"}
+    # age is the benchmark's dense input, min-max scaled (its MinMaxScaler), not a category
+    assert [(c.name, c.side, c.scaling) for c in log.numeric] == [("age", "user", "min-max")]
+    assert dict(zip(log.frame.user_id, log.frame.age)) == {"1": 1.0, "2": 56.0, "3": 25.0}
     assert not log.frame.is_behaviour.any()
     data = prepare_dataset(DataOptions(dataset="movielens-1m", data_dir=str(folder), split="random",
                                        protocol="scenario-wise-rec"))
+    (age,) = data.schema.numeric_features
+    assert age.scaling == "min-max"
     for split in data.splits.values():
         assert (split.hist_items == 0).all()                    # every history is empty
+        expected = (np.clip(split.request_numeric[:, 0], 0, 1))
+        np.testing.assert_array_equal(split.request_numeric[:, 0], expected)
+    scaled = age.transform([age.low, age.high, (age.low + age.high) / 2, None, age.high + 10])
+    np.testing.assert_allclose(scaled, [0.0, 1.0, 0.5, (age.mean - age.low) / (age.high - age.low), 1.0],
+                               rtol=1e-6)
 
 
 def test_protocol_is_checked_against_the_dataset():
