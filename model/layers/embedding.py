@@ -8,6 +8,8 @@ models never share weights by accident.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -88,23 +90,42 @@ class FeatureEmbeddings(nn.Module):
         return torch.cat([request, self.item_feature_vector(batch)], dim=-1)
 
 
+# How Linear layers are initialised: N(0, std) with zero biases (the paper's Sec. 5.1), Xavier
+# uniform with zero biases, or PyTorch's default as built (Kaiming uniform weights and biases; the
+# Scenario-Wise Rec benchmark never re-initialises its Linear layers).
+LinearInit = Literal["normal", "xavier", "pytorch"]
+
+
+def init_weights_(module: nn.Module, embedding_std: float, linear: LinearInit, linear_std: float) -> None:
+    """Embedding tables (numeric embeddings too) ~ N(0, embedding_std) with zero padding rows;
+    Linear layers by `linear` (N(0, linear_std) for "normal"). Batch norms keep their (1, 0)."""
+    for sub in module.modules():
+        if isinstance(sub, NumericEmbedding):
+            nn.init.normal_(sub.weight, 0.0, embedding_std)
+        elif isinstance(sub, nn.Embedding):
+            nn.init.normal_(sub.weight, 0.0, embedding_std)
+            if sub.padding_idx is not None:
+                with torch.no_grad():
+                    sub.weight[sub.padding_idx].zero_()
+        elif isinstance(sub, nn.Linear) and linear != "pytorch":
+            if linear == "normal":
+                nn.init.normal_(sub.weight, 0.0, linear_std)
+            else:
+                nn.init.xavier_uniform_(sub.weight)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+
+
 def init_normal_(module: nn.Module, std: float, linear: bool = True) -> None:
     """The paper's initialisation (Sec. 5.1): weights ~ N(0, std), biases 0, padding rows 0.
 
     With `linear=False` only embeddings are drawn from N(0, std); Linear layers keep Xavier
     weights (use it for attention and gate projections, see `SAINet.Config.init_scope`)."""
-    for sub in module.modules():
-        if isinstance(sub, NumericEmbedding):
-            nn.init.normal_(sub.weight, 0.0, std)
-        elif isinstance(sub, nn.Embedding):
-            nn.init.normal_(sub.weight, 0.0, std)
-            if sub.padding_idx is not None:
-                with torch.no_grad():
-                    sub.weight[sub.padding_idx].zero_()
-        elif isinstance(sub, nn.Linear):
-            if linear:
-                nn.init.normal_(sub.weight, 0.0, std)
-            else:
-                nn.init.xavier_uniform_(sub.weight)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
+    init_weights_(module, std, "normal" if linear else "xavier", std)
+
+
+def init_baseline_(module: nn.Module, config) -> None:
+    """A baseline's initialisation from its config's `init_std`, `embedding_init_std` (None: init_std)
+    and `linear_init`: by default N(0, init_std) for everything, as the paper initialises SAINet."""
+    embedding_std = config.init_std if config.embedding_init_std is None else config.embedding_init_std
+    init_weights_(module, embedding_std, config.linear_init, config.init_std)

@@ -3,7 +3,8 @@
 Fields, each `dim` wide, per candidate ([B, C, F, dim]), in this order:
     target item, each item feature (categorical, then numeric), mean-pooled history items, target
     scenario, each request feature (categorical, then numeric)
-(`history_field` and `scenario_field` name the two positions models address directly).
+(`history_field` and `scenario_field` name the two positions models address directly; `field_names`
+names them all: "item_id", the feature names, "history" and "scenario").
 The history is pooled once per request (masked mean of the behaviours' item embeddings, zeros for
 an empty history) and shared by its C candidates, which keeps the baselines inside the model's
 shape contract. Models that route by scenario (towers, gates) read `scenario_index` and
@@ -35,16 +36,30 @@ class BaselineFields(NamedTuple):
 
 
 class BaselineInputs(nn.Module):
-    """Output: `num_fields` fields of `dim` each (`output_dim` = num_fields * dim flattened)."""
+    """Output: `num_fields` fields of `dim` each (`output_dim` = num_fields * dim flattened).
 
-    def __init__(self, schema: FeatureSchema, dim: int):
+    `fields` (names of `field_names`, empty: all) keeps only those fields, in the order above: a
+    benchmark whose model reads fewer inputs (Scenario-Wise Rec's models see no scenario id and no
+    history) is matched by leaving the others out. `scenario_embedding` and `scenario_index` stay."""
+
+    def __init__(self, schema: FeatureSchema, dim: int, fields: tuple[str, ...] = ()):
         super().__init__()
         self.embeddings = FeatureEmbeddings(schema, dim)
         self.dim = dim
         self.num_scenarios = len(schema.scenarios)
-        self.num_fields = 3 + self.embeddings.num_request_fields + self.embeddings.num_item_fields
-        self.history_field = 1 + self.embeddings.num_item_fields
-        self.scenario_field = self.history_field + 1
+        every_field = ["item_id", *(f.name for f in schema.item_features), *(f.name for f in schema.item_numeric),
+                       "history", "scenario", *(f.name for f in schema.request_features),
+                       *(f.name for f in schema.request_numeric)]
+        unknown = sorted(set(fields) - set(every_field))
+        if unknown:
+            raise ValueError(f"input fields {unknown} are not among {every_field}")
+        # None: every field (no indexing in the forward)
+        self.kept = [i for i, name in enumerate(every_field) if name in fields] if fields else None
+        self.field_names = [every_field[i] for i in self.kept] if fields else every_field
+        self.num_fields = len(self.field_names)
+        # positions in the kept fields; None when left out
+        self.history_field = self.field_names.index("history") if "history" in self.field_names else None
+        self.scenario_field = self.field_names.index("scenario") if "scenario" in self.field_names else None
         self.output_dim = self.num_fields * dim
 
     def forward(self, batch: Batch) -> BaselineFields:
@@ -56,5 +71,7 @@ class BaselineInputs(nn.Module):
         request_fields = per_request[:, None].expand(b, c, -1, -1)                       # [B, C, 2+Fu, d]
         per_candidate = torch.cat([emb.item(batch.cand_items)[:, :, None], emb.item_fields(batch)], dim=2)
         fields = torch.cat([per_candidate, request_fields], dim=2)                        # [B, C, F, d]
+        if self.kept is not None:
+            fields = fields[:, :, self.kept]
         scenario_index = (batch.target_scenario - FIRST_KNOWN_INDEX).clamp(0, self.num_scenarios - 1)
         return BaselineFields(fields, scenario[:, None, :].expand(b, c, -1), scenario_index)

@@ -11,11 +11,25 @@ DEFAULT_HIDDEN = (512, 256, 128, 64)
 SdtGateInput = Literal["hidden+scenario", "scenario"]
 
 
-def relu_mlp(input_dim: int, widths: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
-    """Linear + ReLU (+ dropout) per width; output size: widths[-1] (input_dim when empty)."""
+class LastDimBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the last dimension of [..., width]: every leading position (request and
+    candidate) is one sample. Off by default in every model: in training it mixes the rows of a
+    batch; it is there for benchmarks whose MLPs have it (Scenario-Wise Rec's `MLP`: Linear,
+    BatchNorm1d, activation, dropout). In evaluation it uses the running statistics, so rows never mix."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def relu_mlp(input_dim: int, widths: tuple[int, ...], dropout: float = 0.0,
+             batch_norm: bool = False) -> nn.Sequential:
+    """Linear (+ batch norm) + ReLU (+ dropout) per width; output size: widths[-1] (input_dim when empty)."""
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Linear(input_dim, width), nn.ReLU()]
+        layers.append(nn.Linear(input_dim, width))
+        if batch_norm:
+            layers.append(LastDimBatchNorm(width))
+        layers.append(nn.ReLU())
         if dropout:
             layers.append(nn.Dropout(dropout))
         input_dim = width
@@ -25,9 +39,10 @@ def relu_mlp(input_dim: int, widths: tuple[int, ...], dropout: float = 0.0) -> n
 class MLPTower(nn.Module):
     """ReLU MLP with hidden sizes `hidden`, then one logit. Output size: 1 (squeezed to [...])."""
 
-    def __init__(self, input_dim: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN, dropout: float = 0.0):
+    def __init__(self, input_dim: int, hidden: tuple[int, ...] = DEFAULT_HIDDEN, dropout: float = 0.0,
+                 batch_norm: bool = False):
         super().__init__()
-        self.hidden = relu_mlp(input_dim, hidden, dropout)
+        self.hidden = relu_mlp(input_dim, hidden, dropout, batch_norm)
         self.logit = nn.Linear(hidden[-1] if hidden else input_dim, 1)
         self.output_dim = 1
 

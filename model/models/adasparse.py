@@ -22,9 +22,17 @@ What follows the paper:
   `logits_and_auxiliary_loss(batch)` returns R_s beside the logits (0 when `sparsity_lambda` = 0);
   training adds it to the BCE loss, as in the paper.
 
-Choices forced by this project: no batch normalisation (it would mix candidates and requests);
-the input is the shared fields (target item, item features, pooled history, scenario, request
-features) flattened, as for every baseline.
+Choices forced by this project: no batch normalisation by default (it would mix candidates and
+requests in training); the input is the shared fields (target item, item features, pooled history,
+scenario, request features) flattened, as for every baseline.
+
+The Scenario-Wise Rec benchmark's AdaSparse (scenario_wise_rec/models/multi_domain/adasparse.py and
+`Pruner` in basic/layers.py) is expressible too: `form="fusion"`, whose factor is
+f * sign(f - epsilon) with f = beta * sigmoid(alpha * v) (so a factor below epsilon flips the
+neuron's sign rather than zeroing it, as their code does), bias-free pruner projections
+(`pruner_bias`), a pruner on the input fields as well (`prune_input`), alpha raised by `alpha_step`
+at every training forward (their delta_alpha; they raise it at every forward, evaluation included),
+`batch_norm` and `dropout` after every hidden Linear, and no regulariser (`sparsity_lambda` 0).
 
 Output: logits [B, C] (`output_dim` = 1 per candidate).
 """
@@ -33,39 +41,48 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import LinearInit, init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN
+from model.layers.towers import DEFAULT_HIDDEN, LastDimBatchNorm
 from model.models.registry import register_model
 
+PrunerForm = Literal["binarization", "fusion"]
 
-class BinarizedPruner(nn.Module):
-    """pi = 1[sigmoid(alpha * (W [e_d, h] + b)) >= epsilon], straight-through in training.
-    Output size: `width` factors in {0, 1}."""
 
-    def __init__(self, width: int, domain_dim: int, alpha: float, epsilon: float):
+class DomainPruner(nn.Module):
+    """The weighting factors of one layer from v = W [e_d, h] (+ b):
+
+    binarization: pi = 1[sigmoid(alpha * v) >= epsilon], straight-through in training (values in {0, 1});
+    fusion:       pi = f * sign(f - epsilon), f = beta * sigmoid(alpha * v) (gradient through f).
+    Output size: `width` factors."""
+
+    def __init__(self, width: int, domain_dim: int, form: PrunerForm, epsilon: float, beta: float, bias: bool):
         super().__init__()
-        if alpha <= 0 or not 0.0 < epsilon < 1.0:
-            raise ValueError("AdaSparse needs alpha > 0 and 0 < epsilon < 1")
-        self.linear = nn.Linear(width + domain_dim, width)
-        self.alpha, self.epsilon = alpha, epsilon
-        # sigmoid(alpha * v) >= epsilon  <=>  v >= logit(epsilon) / alpha. Thresholding v itself keeps
-        # the 0/1 decision off sigmoid's rounding near 0.5 (where ONNX Runtime and PyTorch may differ).
-        self.threshold = math.log(epsilon / (1.0 - epsilon)) / alpha
+        upper = 1.0 if form == "binarization" else beta
+        if not 0.0 < epsilon < upper:
+            raise ValueError(f"AdaSparse {form} needs 0 < epsilon < {upper:g}")
+        self.linear = nn.Linear(width + domain_dim, width, bias=bias)
+        self.form, self.epsilon, self.beta = form, epsilon, beta
         self.output_dim = width
 
-    def forward(self, hidden: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, domain: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         v = self.linear(torch.cat([domain, hidden], dim=-1))
-        hard = (v >= self.threshold).to(v.dtype)
+        if self.form == "fusion":
+            f = self.beta * torch.sigmoid(alpha * v)
+            return f * torch.sign(f - self.epsilon)
+        # sigmoid(alpha * v) >= epsilon  <=>  v >= logit(epsilon) / alpha. Thresholding v itself keeps
+        # the 0/1 decision off sigmoid's rounding near 0.5 (where ONNX Runtime and PyTorch may differ).
+        hard = (v >= math.log(self.epsilon / (1.0 - self.epsilon)) / alpha).to(v.dtype)
         if not self.training:
             return hard
-        soft = torch.sigmoid(self.alpha * v)
+        soft = torch.sigmoid(alpha * v)
         return hard + (soft - soft.detach())     # value: hard; gradient: d sigmoid(alpha v)
 
 
@@ -80,29 +97,60 @@ class AdaSparse(nn.Module):
         sparsity_min: float = 0.15      # r_min
         sparsity_max: float = 0.25      # r_max
         sparsity_lambda: float = 0.01   # lambda_hat; 0 turns the regulariser off
+        form: PrunerForm = "binarization"
+        beta: float = 2.0               # fusion: f = beta * sigmoid(alpha * v)
+        alpha_step: float = 0.0         # added to alpha at every training forward (AdaSparse's annealing)
+        prune_input: bool = False       # a pruner on the input fields too, before the first layer
+        pruner_bias: bool = True
+        dropout: float = 0.0            # after every hidden ReLU
+        batch_norm: bool = False        # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
+        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
+        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
+        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
         if not 0.0 <= config.sparsity_min <= config.sparsity_max <= 1.0:
             raise ValueError("need 0 <= sparsity_min <= sparsity_max <= 1")
+        if config.alpha <= 0 or config.alpha_step < 0:
+            raise ValueError("AdaSparse needs alpha > 0 and alpha_step >= 0")
+        if config.form == "fusion" and config.sparsity_lambda:
+            raise ValueError("the sparsity regulariser counts zero factors, which the fusion form never has: "
+                             "set sparsity_lambda=0")
         d = config.embed_dim
-        self.inputs = BaselineInputs(schema, d)
+        self.inputs = BaselineInputs(schema, d, tuple(config.input_fields))
         widths = [self.inputs.output_dim, *config.tower]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.pruners = nn.ModuleList(BinarizedPruner(width, d, config.alpha, config.epsilon)
-                                     for width in config.tower)
+        self.hidden = nn.ModuleList(
+            nn.Sequential(nn.Linear(a, b), *([LastDimBatchNorm(b)] if config.batch_norm else []), nn.ReLU(),
+                          *([nn.Dropout(config.dropout)] if config.dropout else []))
+            for a, b in zip(widths[:-1], widths[1:]))
+
+        def pruner(width: int) -> DomainPruner:
+            return DomainPruner(width, d, config.form, config.epsilon, config.beta, config.pruner_bias)
+        self.input_pruner = pruner(self.inputs.output_dim) if config.prune_input else None
+        self.pruners = nn.ModuleList(pruner(width) for width in config.tower)
         self.logit = nn.Linear(widths[-1], 1)
+        # alpha only moves with alpha_step; kept in checkpoints then (and only then, so older ones load)
+        self.register_buffer("alpha", torch.tensor(float(config.alpha)), persistent=config.alpha_step != 0)
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def factors(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(logits [B, C], the weighting factors pi^l [B, C, width_l] of every hidden layer)."""
+        """(logits [B, C], the weighting factors pi^l [B, C, width_l] of every pruned layer: the
+        input's first when `prune_input`, then every hidden layer's)."""
+        if self.training and self.config.alpha_step:
+            with torch.no_grad():
+                self.alpha += self.config.alpha_step
         inputs = self.inputs(batch)
         h, domain, factors = inputs.flat, inputs.scenario_embedding, []
+        if self.input_pruner is not None:
+            pi = self.input_pruner(h, domain, self.alpha)
+            factors.append(pi)
+            h = h * pi
         for layer, pruner in zip(self.hidden, self.pruners):
-            h = torch.relu(layer(h))
-            pi = pruner(h, domain)
+            h = layer(h)
+            pi = pruner(h, domain, self.alpha)
             factors.append(pi)
             h = h * pi
         return self.logit(h).squeeze(-1), factors

@@ -28,7 +28,10 @@ scenarios see the target gate's mixture, but their outputs are discarded, so eac
 score is exactly y_k for k = its target scenario. No control flow on tensor values, so the ONNX
 export keeps dynamic B and C.
 Initialisation: N(0, `init_std`) for embeddings and all linear weights (gates included, so the
-gates start near uniform), zero biases.
+gates start near uniform), zero biases (`embedding_init_std` and `linear_init` change it,
+`init_baseline_`). `dropout` and `batch_norm` (off by default) act after every hidden Linear of the
+experts and towers; `batch_norm` also normalises the gate logits before the softmax, as a
+Scenario-Wise Rec gate (an `MLP` of one softmax layer: Linear, BatchNorm1d, softmax) does.
 Output: logits [B, C] (`output_dim` = 1 per candidate); rows never mix.
 """
 
@@ -41,10 +44,17 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import LinearInit, init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
+from model.layers.towers import DEFAULT_HIDDEN, LastDimBatchNorm, MLPTower, relu_mlp
 from model.models.registry import register_model
+
+
+def gate_logits(input_dim: int, experts: int, batch_norm: bool) -> nn.Module:
+    """A softmax gate's logits: a Linear without bias (a bias before a batch norm would cancel), then
+    the batch norm when asked. Output size: `experts`."""
+    linear = nn.Linear(input_dim, experts, bias=False)
+    return nn.Sequential(linear, LastDimBatchNorm(experts)) if batch_norm else linear
 
 
 class MMoE(nn.Module):
@@ -55,6 +65,11 @@ class MMoE(nn.Module):
         init_std: float = 0.05
         experts: int = 4                          # n
         expert_layers: int = 0                    # widths of `tower` in each expert; 0: half, rounded up
+        dropout: float = 0.0                      # after every hidden ReLU
+        batch_norm: bool = False                  # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
+        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
+        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
+        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
         def __post_init__(self):
             if self.experts < 1:
@@ -70,16 +85,17 @@ class MMoE(nn.Module):
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
-        self.inputs = BaselineInputs(schema, config.embed_dim)
+        self.inputs = BaselineInputs(schema, config.embed_dim, tuple(config.input_fields))
         self.num_scenarios = self.inputs.num_scenarios
         widths, split, d_in = tuple(config.tower), config.split, self.inputs.output_dim
-        self.experts = nn.ModuleList(relu_mlp(d_in, widths[:split]) for _ in range(config.experts))
-        self.gates = nn.ModuleList(nn.Linear(d_in, config.experts, bias=False)
+        self.experts = nn.ModuleList(relu_mlp(d_in, widths[:split], config.dropout, config.batch_norm)
+                                     for _ in range(config.experts))
+        self.gates = nn.ModuleList(gate_logits(d_in, config.experts, config.batch_norm)
                                    for _ in range(self.num_scenarios))
-        self.towers = nn.ModuleList(MLPTower(widths[split - 1], widths[split:])
+        self.towers = nn.ModuleList(MLPTower(widths[split - 1], widths[split:], config.dropout, config.batch_norm)
                                     for _ in range(self.num_scenarios))
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def gate_weights(self, batch: Batch) -> torch.Tensor:
         """[B, C, n]: the target scenario's softmax gate over the experts."""

@@ -33,7 +33,9 @@ target scenario's logit is picked by indexing with `scenario_index` (OOV/padding
 scenarios use scenario 0). No control flow on tensor values, so the ONNX export keeps dynamic B
 and C. Cost grows with the number of scenarios S, as PLE's does with the number of tasks.
 Initialisation: N(0, `init_std`) for embeddings and all linear weights (gates included, so the
-gates start near uniform), zero biases.
+gates start near uniform), zero biases (`embedding_init_std` and `linear_init` change it,
+`init_baseline_`). `dropout` and `batch_norm` (off by default) act as MMoE's: after every hidden
+Linear of experts and towers, and `batch_norm` on the gate logits.
 Output: logits [B, C] (`output_dim` = 1 per candidate); rows never mix.
 """
 
@@ -46,9 +48,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import LinearInit, init_baseline_
 from model.layers.inputs import BaselineInputs
 from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
+from model.models.mmoe import gate_logits
 from model.models.registry import register_model
 
 
@@ -63,15 +66,17 @@ class ExtractionLevel(nn.Module):
     Output: S scenario streams and (unless `last`) the shared stream, `widths[-1]` wide each."""
 
     def __init__(self, num_scenarios: int, input_dim: int, widths: tuple[int, ...], specific: int,
-                 shared: int, last: bool):
+                 shared: int, last: bool, dropout: float = 0.0, batch_norm: bool = False):
         super().__init__()
-        self.specific = nn.ModuleList(nn.ModuleList(relu_mlp(input_dim, widths) for _ in range(specific))
+        def expert() -> nn.Sequential:
+            return relu_mlp(input_dim, widths, dropout, batch_norm)
+        self.specific = nn.ModuleList(nn.ModuleList(expert() for _ in range(specific))
                                       for _ in range(num_scenarios))
-        self.shared = nn.ModuleList(relu_mlp(input_dim, widths) for _ in range(shared))
-        self.scenario_gates = nn.ModuleList(nn.Linear(input_dim, specific + shared, bias=False)
+        self.shared = nn.ModuleList(expert() for _ in range(shared))
+        self.scenario_gates = nn.ModuleList(gate_logits(input_dim, specific + shared, batch_norm)
                                             for _ in range(num_scenarios))
         every_expert = num_scenarios * specific + shared
-        self.shared_gate = None if last else nn.Linear(input_dim, every_expert, bias=False)
+        self.shared_gate = None if last else gate_logits(input_dim, every_expert, batch_norm)
         self.output_dim = widths[-1]
 
     def forward(self, streams: list[torch.Tensor], shared_stream: torch.Tensor
@@ -96,6 +101,11 @@ class PLE(nn.Module):
         specific_experts: int = 1                 # per scenario and level
         shared_experts: int = 1                   # per level
         expert_layers: int = 1                    # widths of `tower` taken by each level's experts
+        dropout: float = 0.0                      # after every hidden ReLU
+        batch_norm: bool = False                  # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
+        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
+        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
+        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
         def __post_init__(self):
             if min(self.levels, self.specific_experts, self.shared_experts, self.expert_layers) < 1:
@@ -108,21 +118,23 @@ class PLE(nn.Module):
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
-        self.inputs = BaselineInputs(schema, config.embed_dim)
+        self.inputs = BaselineInputs(schema, config.embed_dim, tuple(config.input_fields))
         self.num_scenarios = self.inputs.num_scenarios
         widths, per_level = tuple(config.tower), config.expert_layers
         levels, input_dim = [], self.inputs.output_dim
         for j in range(config.levels):
             level = ExtractionLevel(self.num_scenarios, input_dim,
                                     widths[j * per_level:(j + 1) * per_level], config.specific_experts,
-                                    config.shared_experts, last=j == config.levels - 1)
+                                    config.shared_experts, last=j == config.levels - 1,
+                                    dropout=config.dropout, batch_norm=config.batch_norm)
             levels.append(level)
             input_dim = level.output_dim
         self.levels = nn.ModuleList(levels)
-        self.towers = nn.ModuleList(MLPTower(input_dim, widths[config.levels * per_level:])
+        self.towers = nn.ModuleList(MLPTower(input_dim, widths[config.levels * per_level:], config.dropout,
+                                             config.batch_norm)
                                     for _ in range(self.num_scenarios))
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         inputs = self.inputs(batch)

@@ -16,7 +16,9 @@ Routing: every tower scores every row ([B, S, C]) and the target scenario's row 
 indexing with `scenario_index` (OOV/padding target scenarios use scenario 0's tower). There is no
 control flow on tensor values, so the ONNX export keeps dynamic B and C. Towers are tiny next to
 the bottom, so scoring with all S of them costs little.
-Initialisation: N(0, `init_std`) for embeddings and linear weights, zero biases.
+Initialisation: N(0, `init_std`) for embeddings and linear weights, zero biases (`embedding_init_std`
+and `linear_init` change it, `init_baseline_`). `dropout` and `batch_norm` (off by default) act after
+every hidden Linear of the bottom and towers, as a Scenario-Wise Rec `MLP` does.
 Output: logits [B, C] (`output_dim` = 1 per candidate); rows never mix.
 """
 
@@ -29,7 +31,7 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import LinearInit, init_baseline_
 from model.layers.inputs import BaselineInputs
 from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
 from model.models.registry import register_model
@@ -42,6 +44,11 @@ class SharedBottom(nn.Module):
         tower: tuple[int, ...] = DEFAULT_HIDDEN   # bottom + per-scenario tower widths, in order
         init_std: float = 0.05
         bottom_layers: int = 0                    # widths of `tower` in the bottom; 0: half, rounded up
+        dropout: float = 0.0                      # after every hidden ReLU
+        batch_norm: bool = False                  # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
+        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
+        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
+        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
         def __post_init__(self):
             if not 0 <= self.bottom_layers <= len(self.tower) or not self.tower:
@@ -55,14 +62,15 @@ class SharedBottom(nn.Module):
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
-        self.inputs = BaselineInputs(schema, config.embed_dim)
+        self.inputs = BaselineInputs(schema, config.embed_dim, tuple(config.input_fields))
         self.num_scenarios = self.inputs.num_scenarios
         widths = tuple(config.tower)
-        self.bottom = relu_mlp(self.inputs.output_dim, widths[:config.split])
-        self.towers = nn.ModuleList(MLPTower(widths[config.split - 1], widths[config.split:])
+        self.bottom = relu_mlp(self.inputs.output_dim, widths[:config.split], config.dropout, config.batch_norm)
+        self.towers = nn.ModuleList(MLPTower(widths[config.split - 1], widths[config.split:], config.dropout,
+                                             config.batch_norm)
                                     for _ in range(self.num_scenarios))
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         inputs = self.inputs(batch)
