@@ -70,13 +70,67 @@ READINGS: dict[str, dict] = {
 READING_PREFIX = "reading="
 
 # The Scenario-Wise Rec benchmark's exact setting (movielens-1m), as `sainet study` option values
-# that the protocol fixes (its features and the empty history come with the data protocol), and
-# what it runs unless told otherwise: its baselines, once.
+# that the protocol fixes (its features, dense min-max age and the empty history come with the data
+# protocol, model/data/movielens.py), and what it runs unless told otherwise. Sources, in their
+# repository: scripts/run_movielens_rank_multi_domain.py's argparse defaults (--epoch 1,
+# --learning_rate 1e-3, --batch_size 4096, --weight_decay 1e-5, --seed 2022), its CTRTrainer call
+# (earlystop_patience=4, Adam; the StepLR it names is never built: no scheduler_fn is passed) and its
+# SparseFeature(..., embed_dim=16). Seeds 2022 and 2023: the seed values themselves, not indices.
 PROTOCOL_SETTINGS: dict[str, dict] = {
     "scenario-wise-rec": {"dataset": "movielens-1m", "split": "random", "no_curves": True, "epochs": 1,
-                          "patience": 1, "eval_every_steps": 0, "lr_grid": (), "batch_size": 4096, "lr": 1e-3, "weight_decay": 1e-5, "embed_dim": 16},
+                          "patience": 4, "eval_every_steps": 0, "lr_grid": (), "batch_size": 4096, "lr": 1e-3,
+                          "weight_decay": 1e-5, "embed_dim": 16, "first_seed": 2022},
 }
-PROTOCOL_DEFAULTS: dict[str, dict] = {"scenario-wise-rec": {"models": "baselines", "seeds": 1}}
+
+# The benchmark's own MLP (scenario_wise_rec/basic/layers.py `MLP`: Linear, BatchNorm1d, ReLU, dropout 0
+# per layer) and initialisation (basic/features.py: SparseFeature(initializer=RandomNormal(0, 0.0001));
+# Linear layers keep PyTorch's default).
+_SCENARIO_WISE_REC_MLP = {"batch_norm": True, "dropout": 0.0, "embedding_init_std": 1e-4, "linear_init": "pytorch"}
+# Their feature lists (scripts/run_movielens_rank_multi_domain.py): sparse_features = user_id, movie_id,
+# gender, occupation, zip, cate_id (first genre); dense_features = age; scenario_features = domain_indicator.
+# Our field names for them (`BaselineInputs.field_names`); no model of theirs reads a history.
+_SPARSE = ("item_id", "first_genre", "user", "gender", "occupation", "zip")
+# Per protocol, per model: the config overrides that give each model the protocol's architecture,
+# applied to every cell of that model (after the study-wide overrides such as embed_dim). Each entry
+# is that benchmark's constructor call in scripts/run_movielens_rank_multi_domain.py (domain_num = 3).
+PROTOCOL_MODEL_OVERRIDES: dict[str, dict[str, dict]] = {
+    "scenario-wise-rec": {
+        # SharedBottom(dense_feas+sparse_feas, domain_num, bottom_params={"dims": [128]}, tower_params={"dims": [8]})
+        "shared-bottom": {**_SCENARIO_WISE_REC_MLP, "input_fields": (*_SPARSE, "age"), "tower": (128, 8),
+                          "bottom_layers": 1},
+        # MMOE(dense_feas+sparse_feas, domain_num, n_expert=domain_num, expert_params={"dims": [16]},
+        #      tower_params={"dims": [8]})
+        "mmoe": {**_SCENARIO_WISE_REC_MLP, "input_fields": (*_SPARSE, "age"), "tower": (16, 8), "expert_layers": 1,
+                 "experts": 3},
+        # PLE(dense_feas+sparse_feas, domain_num, n_level=1, n_expert_specific=2, n_expert_shared=1,
+        #     expert_params={"dims": [16]}, tower_params={"dims": [8]})
+        "ple": {**_SCENARIO_WISE_REC_MLP, "input_fields": (*_SPARSE, "age"), "tower": (16, 8), "levels": 1,
+                "specific_experts": 2, "shared_experts": 1, "expert_layers": 1},
+        # AdaSparse(sce_features=scenario_feas, agn_features=sparse_feas (no age), form='Fusion', epsilon=1e-2,
+        #           alpha=1.0, delta_alpha=1e-4, mlp_params={"dims": [32, 32], "dropout": 0.2, "activation": "relu"});
+        # beta=2.0 by default; Pruner: Linear(bias=False); the first pruner prunes the input embeddings
+        "adasparse": {**_SCENARIO_WISE_REC_MLP, "input_fields": (*_SPARSE, "scenario"), "tower": (32, 32),
+                      "dropout": 0.2, "form": "fusion", "epsilon": 1e-2, "alpha": 1.0, "alpha_step": 1e-4,
+                      "beta": 2.0, "prune_input": True, "pruner_bias": False, "sparsity_lambda": 0.0},
+        # PPNet(id_features=[user_id, movie_id], agn_features=sparse_feas+dense_feas+scenario_feas, domain_num,
+        #       fcn_dims=[128, 64, 32]); one PPTowerBlock per domain, GateNU(hidden_dim=output_dim, gemma=2.0)
+        "pepnet": {**_SCENARIO_WISE_REC_MLP, "form": "ppnet", "input_fields": (*_SPARSE, "age", "scenario"),
+                   "prior_fields": ("item_id", "user"), "tower": (128, 64, 32), "gate_hidden": None, "gamma": 2.0,
+                   "scenario_towers": True},
+    },
+}
+PROTOCOL_DEFAULTS: dict[str, dict] = {
+    "scenario-wise-rec": {"models": ",".join(PROTOCOL_MODEL_OVERRIDES["scenario-wise-rec"]), "seeds": 2}}
+
+
+def protocol_model_overrides(protocol: str, model: str) -> dict:
+    """The protocol's architecture for `model` ({} for a model the protocol does not define)."""
+    return dict(PROTOCOL_MODEL_OVERRIDES.get(protocol, {}).get(model, {}))
+
+
+def cell_model_options(config: StudyConfig, model: str, overrides: dict) -> dict:
+    """A cell's model config overrides: the study-wide ones, the protocol's for this model, the cell's own."""
+    return {**dict(config.model_overrides), **protocol_model_overrides(config.protocol, model), **overrides}
 
 
 @dataclass(frozen=True)
@@ -91,6 +145,16 @@ class StudyConfig:
     tune_seed: int = 0                  # the seed the grid is trained on
     cells_dir: str | None = None        # where the cells live; None: <out>/cells
     reading_seeds: int = 0              # seeds of each SAINet reading (READINGS), compared on validation; 0: none
+    protocol: str = "default"           # whose per-model architecture (PROTOCOL_MODEL_OVERRIDES) the cells use
+    first_seed: int = 0                 # the main cells' seeds are first_seed .. first_seed + seeds - 1
+
+    def __post_init__(self):
+        if self.first_seed and self.reading_seeds:
+            raise ValueError("SAINet's readings are compared with the main cells of seeds 0..; keep first_seed 0")
+
+    @property
+    def main_seeds(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
 
 TUNE_PREFIX = "lr="
@@ -218,13 +282,15 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
                                        learning_rate=config.train.learning_rate if lr is None else lr)
     # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
     with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
-        metrics = train_model(data, model, {**dict(config.model_overrides), **overrides}, train_config,
-                              Path(run_dir), options)
+        model_options = cell_model_options(config, model, overrides)
+        metrics = train_model(data, model, model_options, train_config, Path(run_dir), options)
         history_path = history_path_diagnostics(load_run(Path(run_dir)).model, data.splits["valid"])
     rows = [{"scenario": "overall", "auc": metrics["auc"]["overall"], "logloss": metrics["logloss"]}]
     rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
              for scenario, auc in metrics["auc"]["per_scenario"].items()]
-    cell = {"model": model, "variant": variant, "seed": seed, "overrides": overrides, "rows": rows,
+    cell = {"model": model, "variant": variant, "seed": seed, "overrides": overrides,
+            "model_options": {k: list(v) if isinstance(v, tuple) else v for k, v in model_options.items()},
+            "rows": rows,
             "learning_rate": train_config.learning_rate, "batch_size": train_config.batch_size,
             "valid_auc": metrics["valid_auc"], "best_epoch": metrics["best_epoch"],
             "best_step": metrics["best_step"], "steps": metrics["steps"], "stop_reason": metrics["stop_reason"],
@@ -241,7 +307,7 @@ def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
     """In the order a worker trains them: every model's learning-rate grid, then the main cells seed by
     seed (so that every model has a few seeds early), then the curves."""
     cells = [(m, lr_variant(lr), {}, config.tune_seed) for m in config.models for lr in config.lr_grid]
-    cells += [(m, "main", {}, s) for s in range(config.seeds) for m in config.models]
+    cells += [(m, "main", {}, s) for s in config.main_seeds for m in config.models]
     # seed by seed, so that a partial comparison covers every reading; the literal reading's cells are
     # the main table's SAINet cells
     cells += [(MAIN_MODEL, f"{READING_PREFIX}{name}", overrides, s) for s in range(config.reading_seeds)
@@ -251,7 +317,7 @@ def planned_cells(config: StudyConfig) -> list[tuple[str, str, dict, int]]:
         for name, values in CURVES.items():
             for value in values:
                 for seed in range(config.curve_seeds):
-                    if value == defaults[name] and MAIN_MODEL in config.models and seed < config.seeds:
+                    if value == defaults[name] and MAIN_MODEL in config.models and seed in config.main_seeds:
                         continue  # the main table's SAINet cell is this point of the curve
                     cells.append((MAIN_MODEL, f"{name}={value}", {name: value}, seed))
     return cells
@@ -519,6 +585,9 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             "cells": len(finished_cells), "cells_planned": planned,
             "data": None if options is None else dataclasses.asdict(options),
             "train": dataclasses.asdict(config.train), "model_overrides": dict(config.model_overrides),
+            "protocol": config.protocol,
+            "protocol_model_overrides": PROTOCOL_MODEL_OVERRIDES.get(config.protocol, {}),
+            "seeds": list(config.main_seeds),
             "cells_dir": str(cells), "lr_grid": list(config.lr_grid), "tune_seed": config.tune_seed,
             "learning_rates": {m: v["chosen_lr"] for m, v in tuning.items()},
             "stopped_at_cap_improving": sorted(

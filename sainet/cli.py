@@ -230,7 +230,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                           max_train_examples=args.max_train_examples, progress=False,
                           eval_every_steps=args.eval_every_steps, max_steps=args.max_steps),
         model_overrides=tuple(overrides.items()), lr_grid=args.lr_grid, cells_dir=args.cells_dir,
-        reading_seeds=args.reading_seeds,
+        reading_seeds=args.reading_seeds, protocol=args.protocol, first_seed=args.first_seed,
     )
     options = dataclasses.replace(_data_options(args), protocol=args.protocol)
     summary = run_study(options, config, Path(args.out), command="sainet " + shlex.join(args.argv),
@@ -245,7 +245,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 LR_GRID = (3e-4, 1e-3, 3e-3)
 STUDY_DEFAULTS = {"models": "all", "seeds": 5, "epochs": 20, "patience": 3, "batch_size": 512, "lr": 1e-3,
                   "weight_decay": 0.0, "no_curves": False, "split": None, "embed_dim": None,
-                  "eval_every_steps": 200, "lr_grid": LR_GRID}
+                  "eval_every_steps": 200, "lr_grid": LR_GRID, "first_seed": 0}
 
 
 def _lr_grid(text: str) -> tuple[float, ...]:
@@ -374,10 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(study)
     study.add_argument("--protocol", default="default", choices=["default", "scenario-wise-rec"],
                        help="scenario-wise-rec: movielens-1m in that benchmark's exact setting (no history, its "
-                            "features, embedding 16, one epoch, batch 4096, lr 1e-3, weight decay 1e-5, "
-                            "random split, baselines only, one seed)")
+                            "features with age dense and min-max scaled, embedding 16, one epoch, batch 4096, "
+                            "lr 1e-3, weight decay 1e-5, random split; its five models with its own sizes, "
+                            "batch norm and N(0, 1e-4) embeddings (model/study.py PROTOCOL_MODEL_OVERRIDES); "
+                            "seeds 2022 and 2023)")
     study.add_argument("--models", help="'all' (default), 'baselines' or a comma list of registered model names")
     study.add_argument("--seeds", type=int, help="seeds per model for the main and ablation tables (default 5)")
+    study.add_argument("--first-seed", type=int,
+                       help="the main tables' seeds are FIRST .. FIRST + seeds - 1 (default 0; "
+                            "scenario-wise-rec: 2022, the benchmark's own seeds 2022 and 2023)")
     study.add_argument("--curve-seeds", type=int, default=3, help="seeds per hyper-parameter point")
     study.add_argument("--no-curves", action="store_const", const=True, help="skip the hyper-parameter curves")
     study.add_argument("--epochs", type=int, help="step budget in epochs (default 20)")
