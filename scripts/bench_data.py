@@ -15,6 +15,10 @@ Per size (events = users x 50):
   epoch      one whole epoch of the streamed path at the sizes in --epoch-sizes (and the model
              --epoch-model), to show the stream runs to its end in bounded memory
 
+With --ddp-data AMAZON_DIR, also: `sainet train --dataset amazon-cdsr --nproc P` for P = 1 and 2 at the
+same global batch and seed (the converging defaults: early stopping on validation AUC), each run's
+validation AUC, test AUC and examples/s (issue 15: two processes within 0.003 of one).
+
 Peak RSS is the sum over the command's process tree, sampled every 50 ms (psutil), so worker
 processes count. Results: <out>/bench_data.json and <out>/README.md.
 """
@@ -122,6 +126,21 @@ def bench_size(events: int, args, work: Path) -> dict:
     return row
 
 
+def bench_processes(args, work: Path) -> list[dict]:
+    rows = []
+    for processes in (1, 2):
+        run = work / f"amazon-nproc{processes}"
+        shutil.rmtree(run, ignore_errors=True)
+        step = measured([SAINET, "train", "--dataset", "amazon-cdsr", "--data-dir", args.ddp_data, "--nproc",
+                         str(processes), "--threads", "1", "--seed", "0", "--out", str(run)])
+        step["processes"] = processes
+        step["metrics"] = read_metrics(run)
+        if step["metrics"]:
+            step["metrics"]["test_auc"] = json.loads((run / "metrics.json").read_text())["auc"]["overall"]
+        rows.append(step)
+    return rows
+
+
 def read_metrics(run: Path) -> dict | None:
     path = run / "metrics.json"
     if not path.exists():
@@ -159,6 +178,18 @@ def markdown(report: dict) -> str:
             f"{train_rate.get('examples_per_second') or 0:,.0f} | {cell(row.get('train'), 'peak_rss_mib')} | "
             f"{cell(row.get('epoch'), 'seconds', 1)} | {epoch_rate.get('examples_per_second') or 0:,.0f} | "
             f"{cell(row.get('epoch'), 'peak_rss_mib')} |")
+    if report.get("processes"):
+        lines += ["", "## One and two training processes (torchrun, gloo) on Amazon Food-Kitchen", "",
+                  "Same global batch (512) and seed, the converging defaults; examples/s of the training steps over "
+                  "all processes.", "",
+                  "| processes | validation AUC | test AUC | steps | examples/s | wall s | peak MiB |", "|---|---|---|---|---|---|---|"]
+        for step in report["processes"]:
+            m = step.get("metrics") or {}
+            if step["returncode"] or not m:
+                lines.append(f"| {step['processes']} | failed ({step['returncode']}) | | | | | |")
+                continue
+            lines.append(f"| {step['processes']} | {m['valid_auc']:.4f} | {m['test_auc']:.4f} | {m['steps']} | "
+                         f"{m['examples_per_second']:,.0f} | {step['seconds']:.0f} | {step['peak_rss_mib']:.0f} |")
     settings = report["settings"]
     lines += ["", f"Settings: history length {settings['history_length']}, {settings['items']} items, "
               f"{settings['threads']} thread(s), DuckDB memory limit {settings['memory_limit']}; train: "
@@ -187,6 +218,7 @@ def main() -> int:
     parser.add_argument("--epoch-model", default="dnn", help="the model of the whole-epoch runs")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--keep", action="store_true", help="keep logs and prepared folders")
+    parser.add_argument("--ddp-data", help="the amazon-food-kitchen folder: also train on it with 1 and 2 processes")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.memory_sizes = {parse_size(s) for s in args.memory_sizes.split(",") if s}
@@ -201,12 +233,18 @@ def main() -> int:
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
               "settings": {k: v for k, v in vars(args).items() if isinstance(v, (int, str))}, "rows": []}
+    def write() -> None:
+        report["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        (out / "bench_data.json").write_text(json.dumps(report, indent=2))
+        (out / "README.md").write_text(markdown(report))
+
     try:
+        if args.ddp_data:
+            report["processes"] = bench_processes(args, work)
+            write()
         for events in sizes:
             report["rows"].append(bench_size(events, args, work))
-            report["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            (out / "bench_data.json").write_text(json.dumps(report, indent=2))
-            (out / "README.md").write_text(markdown(report))
+            write()
             print(json.dumps(report["rows"][-1], indent=2, default=str), flush=True)
     finally:
         if scratch is not None:
