@@ -90,6 +90,11 @@ class NumericColumn:
     scaling: str = "standard"     # `sainet.numeric.SCALINGS`
 
 
+def _on_request_side(features: list, request: bool) -> list:
+    """The features with one value per request (user and context side), or per candidate item."""
+    return [f for f in features if (f.side != "item") == request]
+
+
 @dataclass
 class FeatureSchema:
     """Everything a model needs to know about its inputs (FuxiCTR's feature_map, for SAINet)."""
@@ -104,22 +109,22 @@ class FeatureSchema:
     @property
     def request_features(self) -> list[CategoricalFeature]:
         """Features with one value per request (user and context side), in input order."""
-        return [f for f in self.features if f.side != "item"]
+        return _on_request_side(self.features, True)
 
     @property
     def item_features(self) -> list[CategoricalFeature]:
         """Features with one value per candidate item, in input order."""
-        return [f for f in self.features if f.side == "item"]
+        return _on_request_side(self.features, False)
 
     @property
     def request_numeric(self) -> list[NumericFeature]:
         """Dense features with one value per request (user and context side), in input order."""
-        return [f for f in self.numeric_features if f.side != "item"]
+        return _on_request_side(self.numeric_features, True)
 
     @property
     def item_numeric(self) -> list[NumericFeature]:
         """Dense features with one value per candidate item, in input order."""
-        return [f for f in self.numeric_features if f.side == "item"]
+        return _on_request_side(self.numeric_features, False)
 
     @property
     def num_item_embeddings(self) -> int:
