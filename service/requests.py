@@ -77,8 +77,7 @@ def _feature_value(value: Any, max_length: int) -> str | int | float:
     """A feature's value: a raw id (categorical features) or a finite number (numeric ones); which
     one a feature takes is checked against the serving model in `RequestModels.score`."""
     if type(value) is float:
-        if not (math.isfinite(value) and abs(value) <= MAX_FEATURE_NUMBER):
-            raise ValueError(f"must be a finite number of magnitude at most {MAX_FEATURE_NUMBER:g}")
+        _check_magnitude(value)
         if not value.is_integer():
             return value
     try:
@@ -87,11 +86,15 @@ def _feature_value(value: Any, max_length: int) -> str | int | float:
         raise ValueError("must be a string, an integer or (for a numeric feature) a number") from None
 
 
+def _check_magnitude(value: int | float) -> None:
+    if not abs(value) <= MAX_FEATURE_NUMBER:     # NaN fails it too; big ints compare exactly
+        raise ValueError(f"must be a finite number of magnitude at most {MAX_FEATURE_NUMBER:g}")
+
+
 def _numeric_feature(value: str | float) -> float:
     if type(value) not in (int, float):
         raise ValueError("is a numeric feature: must be a JSON number")
-    if not abs(value) <= MAX_FEATURE_NUMBER:     # big ints compare exactly
-        raise ValueError(f"must be a finite number of magnitude at most {MAX_FEATURE_NUMBER:g}")
+    _check_magnitude(value)
     return float(value)
 
 
