@@ -56,7 +56,7 @@ def settings_for():
     """settings_for(model_root, redis_url, **overrides): the settings of a test server."""
     def make(model_root: Path, redis_url: str, **overrides) -> Settings:
         values = dict(model_dir=model_root / "models", redis_url=redis_url, history_length=HISTORY,
-                      reload_poll_seconds=0, redis_timeout_ms=200, max_candidates=50, max_body_bytes=20_000,
+                      reload_poll_seconds=0, redis_timeout_ms=500, max_candidates=50, max_body_bytes=20_000,
                       intra_op_threads=1, max_wait_us=5000)
         return Settings(**{**values, **overrides})
     return make
