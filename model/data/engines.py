@@ -13,12 +13,14 @@ tests hold the two paths to the same examples:
   numpy permutation of the total order as the in-memory path);
 * vocabularies fit on the training split only, values in order of first appearance, index 0 padding,
   1 out-of-vocabulary;
-* history of an example: the user's N most recent behaviours strictly before it, as
-  `list(item) FILTER (WHERE is_behaviour) OVER (PARTITION BY user ORDER BY behaviours_before
-  RANGE BETWEEN N PRECEDING AND 1 PRECEDING)`, where `behaviours_before` counts the user's
-  behaviours in the rows before (a window over rows would count non-behaviour rows, such as
-  sampled negatives, which share their positive's history and never enter one);
-  left-padded with 0 so that the most recent behaviour sits last;
+* history of an example: the user's N most recent behaviours strictly before it. Each behaviour
+  gets a global index in the total order; the window `list(item) OVER (PARTITION BY user ORDER BY
+  behaviours_before ROWS BETWEEN N-1 PRECEDING AND CURRENT ROW)` over the behaviours gives, per
+  behaviour, the history of every example whose most recent earlier behaviour it is, and each
+  example carries that behaviour's index as its history key (`behaviours_before` counts the user's
+  behaviours in the rows before, so non-behaviour rows, such as sampled negatives, share their
+  positive's history and never enter one); left-padded with 0 so that the most recent behaviour
+  sits last;
 * numeric features (fractional float columns, or declared): statistics of the training split
   (PERCENTILE_DISC clip bounds, mean and std of the clipped values), then the SQL spelling of
   `sainet.numeric.NumericFeature.transform` (`numeric_sql`), written as float32.
@@ -37,6 +39,7 @@ Layout of a prepared folder (streamable: shards of examples, histories as fixed-
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 import json
 import shutil
 import tempfile
@@ -261,9 +264,15 @@ def numeric_moments_sql(d: _Dialect, column: str, low: float, high: float) -> st
             f"WHERE _split = 'train' AND {d.q(column)} IS NOT NULL")
 
 
-def history_sql(d: _Dialect, features: list[str], vocab_tables: dict[str, str], history_length: int,
-                has_oracle: bool, numeric: list[NumericFeature] = ()) -> str:
-    """Encodes every example and builds its history: the declarative heart of the preparation."""
+def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str, str], has_oracle: bool,
+                       numeric: list[NumericFeature] = ()) -> str:
+    """Encodes every example and gives it the key of its history: the global index of the user's most
+    recent behaviour strictly before it (-1 if none).
+
+    Behaviours are numbered in the total order (user by first appearance, then time, then log order):
+    a user's behaviours get the consecutive indices `_offset` (the behaviours of the users before
+    them) + `_before` (the user's behaviours before this one). So the key of an example is
+    `_offset + _before - 1`, and along the total order the keys never decrease."""
     joins, encoded = [], []
     for i, (column, output) in enumerate([("item_id", "item"), ("scenario", "scenario"),
                                           *[(f, f) for f in features]]):
@@ -273,7 +282,7 @@ def history_sql(d: _Dialect, features: list[str], vocab_tables: dict[str, str], 
     oracle = ", e.oracle_prob" if has_oracle else ""
     return f"""
 WITH enc AS (
-    SELECT e._row, e._split, e.user_id, e.timestamp, e._lo, e.is_behaviour,
+    SELECT e._row, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
            CAST(e.label AS FLOAT) AS label, {", ".join(encoded)}{oracle}
     FROM examples e {" ".join(joins)}
 ), counted AS (
@@ -281,20 +290,57 @@ WITH enc AS (
         PARTITION BY user_id ORDER BY timestamp, _lo ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
         AS _before
     FROM enc
+), offsets AS (
+    SELECT user_id, COALESCE(SUM(behaviours) OVER (ORDER BY _user_first
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _offset
+    FROM (SELECT user_id, _user_first, SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) AS behaviours
+          FROM enc GROUP BY user_id, _user_first) u
 )
-SELECT *, {d.behaviours("item", "w")} AS _hist_items, {d.behaviours("scenario", "w")} AS _hist_scenarios
-FROM counted
-WINDOW w AS (PARTITION BY user_id ORDER BY _before RANGE BETWEEN {history_length} PRECEDING AND 1 PRECEDING)
+SELECT c.*, CAST(o._offset + c._before AS BIGINT) AS _index,
+       CAST(CASE WHEN c._before > 0 THEN o._offset + c._before - 1 ELSE -1 END AS BIGINT) AS _hist_key
+FROM counted c JOIN offsets o ON c.user_id = o.user_id
 """
+
+
+def histories_sql(d: _Dialect, history_length: int) -> str:
+    """The declarative heart of the preparation: per behaviour (key `_index`), the user's N most recent
+    behaviours up to and including it, oldest first, left-padded with 0 to N. That is the history of
+    every example whose key it is: the examples after it and before the user's next behaviour
+    (sampled negatives share their positive's history this way)."""
+    return f"""
+SELECT _index AS _hist_key,
+       CAST({d.left_pad(d.behaviours("item", "w"), history_length)} AS {d.int_list}) AS hist_items,
+       CAST({d.left_pad(d.behaviours("scenario", "w"), history_length)} AS {d.int_list}) AS hist_scenarios
+FROM prepared WHERE is_behaviour
+WINDOW w AS (PARTITION BY user_id ORDER BY _before ROWS BETWEEN {history_length - 1} PRECEDING AND CURRENT ROW)
+"""
+
+
+def split_columns(features: list[str], has_oracle: bool) -> list[str]:
+    return ["user_id", "timestamp", "item", "scenario", "label", *features, *(["oracle_prob"] if has_oracle else [])]
+
+
+def split_examples_sql(d: _Dialect, split: str, features: list[str], has_oracle: bool) -> str:
+    """A split's examples without their histories, in the total order, with their history keys."""
+    columns = [d.q(c) for c in split_columns(features, has_oracle)]
+    return f"SELECT {', '.join(columns)}, _hist_key FROM prepared WHERE _split = '{split}' ORDER BY _row"
+
+
+def split_histories_sql(split: str) -> str:
+    """The histories a split's examples use, by key (a stream in the order of those examples)."""
+    return (f"SELECT h.* FROM histories h WHERE h._hist_key IN "
+            f"(SELECT _hist_key FROM prepared WHERE _split = '{split}') ORDER BY h._hist_key")
 
 
 def split_output_sql(d: _Dialect, split: str, features: list[str], history_length: int,
                      has_oracle: bool) -> str:
-    columns = ["user_id", "timestamp", "item", "scenario", "label",
-               f"CAST({d.left_pad('_hist_items', history_length)} AS {d.int_list}) AS hist_items",
-               f"CAST({d.left_pad('_hist_scenarios', history_length)} AS {d.int_list}) AS hist_scenarios",
-               *[d.q(f) for f in features], *(["oracle_prob"] if has_oracle else [])]
-    return f"SELECT {', '.join(columns)} FROM prepared WHERE _split = '{split}' ORDER BY _row"
+    """A split's examples with their histories attached by key, in one query (the Spark path)."""
+    columns = [f"p.{d.q(c)}" for c in split_columns(features, has_oracle)]
+    zeros = f"CAST(array_repeat(0, {history_length}) AS {d.int_list})"     # Spark SQL (the one caller)
+    return (f"SELECT {', '.join(columns[:5])}, COALESCE(h.hist_items, {zeros}) AS hist_items, "
+            f"COALESCE(h.hist_scenarios, {zeros}) AS hist_scenarios{''.join(', ' + c for c in columns[5:])} "
+            f"FROM prepared p LEFT JOIN histories h ON p._hist_key = h._hist_key "
+            f"WHERE p._split = '{split}' ORDER BY p._row")
 
 
 def item_table_sql(d: _Dialect, item_features: list[str]) -> str:
@@ -332,6 +378,7 @@ class _DuckDBEngine:
         if options.threads:
             self.con.execute(f"SET threads = {int(options.threads)}")
         self.shard_rows = options.shard_rows
+        self.work_dir = work_dir
 
     def open_log(self, files: list[Path]) -> tuple[dict[str, str], str]:
         """Registers the log as view/table `raw`; returns its column kinds and its log-order expression."""
@@ -374,16 +421,38 @@ class _DuckDBEngine:
     def to_pandas(self, sql: str) -> pd.DataFrame:
         return self.con.execute(sql).df()
 
-    def write_split(self, sql: str, out_dir: Path, history_length: int) -> None:
-        out_dir.mkdir(parents=True)
+    def _reader(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
         relation = self.con.sql(sql)
+        # a stream of record batches, never the whole result (to_arrow_reader: DuckDB >= 1.4)
+        return (relation.to_arrow_reader(batch_rows) if hasattr(relation, "to_arrow_reader")
+                else relation.fetch_arrow_reader(batch_rows))
+
+    def write_split(self, split: str, features: list[str], has_oracle: bool, out_dir: Path,
+                    history_length: int) -> None:
+        """The split's examples in the total order, each with its history attached by key.
+
+        DuckDB sorts both: the examples (narrow rows, streamed) and the histories they use (one per
+        key, ascending like the examples' keys; written to a work file first). Attaching them here
+        is a merge of the two sorted streams; sorting the wide rows (two N-lists each) by the total
+        order in SQL instead cost most of the preparation's time."""
+        out_dir.mkdir(parents=True)
         batch_rows = min(ROW_GROUP_ROWS, self.shard_rows)
-        # a stream of record batches, never the whole split (to_arrow_reader: DuckDB >= 1.4)
-        reader = (relation.to_arrow_reader(batch_rows) if hasattr(relation, "to_arrow_reader")
-                  else relation.fetch_arrow_reader(batch_rows))
+        # the histories first, to a file: two open results at once would share the memory limit
+        histories = self.work_dir / f"histories-{split}.parquet"
+        self.con.execute("SET preserve_insertion_order = true")     # COPY keeps the ORDER BY's order
+        try:
+            self.con.execute(f"COPY ({split_histories_sql(split)}) TO '{histories}' (FORMAT parquet)")
+        finally:
+            self.con.execute("SET preserve_insertion_order = false")
+        examples = self._reader(split_examples_sql(self.dialect, split, features, has_oracle), batch_rows)
+        stream = _HistoryStream(pq.ParquetFile(histories).iter_batches(batch_rows), history_length)
+        self._write_merged(examples, stream, out_dir)
+        histories.unlink()
+
+    def _write_merged(self, examples: pa.RecordBatchReader, histories: _HistoryStream, out_dir: Path) -> None:
         writer, shard, room = None, 0, 0
-        for batch in reader:
-            table = _fixed_width(pa.Table.from_batches([batch]), history_length)
+        for batch in examples:
+            table = histories.attach(pa.Table.from_batches([batch]))
             while table.num_rows:
                 if room == 0:
                     if writer is not None:
@@ -394,7 +463,7 @@ class _DuckDBEngine:
                 writer.write_table(piece, row_group_size=ROW_GROUP_ROWS)
                 room -= piece.num_rows
         if writer is None:      # an empty split still gets one shard, so its schema is on disk
-            empty = _fixed_width(reader.schema.empty_table(), history_length)
+            empty = histories.attach(pa.Table.from_batches([], examples.schema))
             pq.write_table(empty, out_dir / "part-00000.parquet")
         else:
             writer.close()
@@ -403,12 +472,50 @@ class _DuckDBEngine:
         self.con.close()
 
 
-def _fixed_width(table: pa.Table, width: int) -> pa.Table:
-    """History columns as fixed-size lists (every one holds exactly `width` indices)."""
-    for name in ("hist_items", "hist_scenarios"):
-        column = pc.cast(table[name], pa.list_(pa.int32(), width))
-        table = table.set_column(table.schema.get_field_index(name), name, column)
-    return table
+class _HistoryStream:
+    """The histories of one split as a stream in key order, and the merge that attaches them to the
+    split's examples (whose keys never decrease; -1: no behaviour before, an all-padding history).
+    It holds the histories from the current batch's first key on: about one batch of them."""
+
+    def __init__(self, reader: Iterable[pa.RecordBatch], width: int):
+        self.reader, self.width = iter(reader), width
+        self.keys = np.zeros(0, np.int64)
+        self.items = self.scenarios = np.zeros((0, width), np.int32)
+
+    def _matrix(self, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        return np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), np.int32).reshape(-1, self.width)
+
+    def _read_through(self, key: int) -> None:
+        while not len(self.keys) or self.keys[-1] < key:
+            batch = next(self.reader, None)
+            if batch is None:
+                raise RuntimeError(f"history key {key} is missing from the histories stream")
+            keys = batch["_hist_key"].to_numpy(zero_copy_only=False)
+            if len(keys) and ((len(self.keys) and keys[0] <= self.keys[-1]) or np.any(np.diff(keys) <= 0)):
+                raise RuntimeError("the histories stream is not in ascending key order")
+            self.keys = np.concatenate([self.keys, keys])
+            self.items = np.concatenate([self.items, self._matrix(batch["hist_items"])])
+            self.scenarios = np.concatenate([self.scenarios, self._matrix(batch["hist_scenarios"])])
+
+    def attach(self, table: pa.Table) -> pa.Table:
+        keys = table["_hist_key"].to_numpy().astype(np.int64, copy=False)
+        n = len(keys)
+        items, scenarios = np.zeros((n, self.width), np.int32), np.zeros((n, self.width), np.int32)
+        known = keys >= 0
+        if known.any():
+            self._read_through(int(keys[known].max()))
+            at = np.searchsorted(self.keys, keys[known])
+            if not np.array_equal(self.keys[np.minimum(at, len(self.keys) - 1)], keys[known]):
+                raise RuntimeError("the examples' history keys are not in the histories stream's order")
+            items[known], scenarios[known] = self.items[at], self.scenarios[at]
+            keep = int(np.searchsorted(self.keys, keys[known].max()))     # the next batch may share it
+            self.keys, self.items, self.scenarios = self.keys[keep:], self.items[keep:], self.scenarios[keep:]
+        columns = {name: table[name] for name in table.column_names if name != "_hist_key"}
+        fixed = lambda m: pa.FixedSizeListArray.from_arrays(pa.array(m.ravel(), pa.int32()), self.width)
+        names = list(columns)
+        ordered = names[:5] + ["hist_items", "hist_scenarios"] + names[5:]
+        columns |= {"hist_items": fixed(items), "hist_scenarios": fixed(scenarios)}
+        return pa.table({name: columns[name] for name in ordered})
 
 
 class _SparkEngine:
@@ -448,7 +555,7 @@ class _SparkEngine:
         return kinds, f"_file_index * {FILE_ORDER_SHIFT} + _file_row"
 
     # the tables read more than once are cached (lazily, by their first reader); the rest stay views
-    CACHED = ("canon", "examples", "prepared")
+    CACHED = ("canon", "examples", "prepared", "histories")
 
     def materialize(self, name: str, sql: str) -> None:
         from pyspark import StorageLevel
@@ -476,7 +583,9 @@ class _SparkEngine:
         frame = self.spark.sql(sql)
         return pd.DataFrame([tuple(r) for r in frame.collect()], columns=frame.columns)
 
-    def write_split(self, sql: str, out_dir: Path, history_length: int) -> None:
+    def write_split(self, split: str, features: list[str], has_oracle: bool, out_dir: Path,
+                    history_length: int) -> None:
+        sql = split_output_sql(self.dialect, split, features, history_length, has_oracle)
         self.spark.sql(sql).write.mode("overwrite").parquet(str(out_dir))
 
     def close(self) -> None:
@@ -609,14 +718,14 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
                            numeric_features=[_fit_numeric(runner, c) for c in numeric_columns])
     has_oracle = "oracle_prob" in kinds
     feature_names = [f.name for f in features]
-    runner.materialize("prepared", history_sql(d, feature_names, vocab_tables, history_length, has_oracle,
-                                               schema.numeric_features))
+    runner.materialize("prepared", keyed_examples_sql(d, feature_names, vocab_tables, has_oracle,
+                                                      schema.numeric_features))
+    runner.materialize("histories", histories_sql(d, history_length))
     # request (user/context side) features first, then item side, as the in-memory tables hold them
     output_features = [f.name for f in schema.request_features] + [f.name for f in schema.item_features]
     output_features += [f.name for f in schema.request_numeric] + [f.name for f in schema.item_numeric]
     for name in SPLITS:
-        runner.write_split(split_output_sql(d, name, output_features, history_length, has_oracle),
-                           out_dir / f"{name}.parquet", history_length)
+        runner.write_split(name, output_features, has_oracle, out_dir / f"{name}.parquet", history_length)
 
     (out_dir / "vocab").mkdir(exist_ok=True)
     for stale in (out_dir / "vocab").glob("*.json"):
