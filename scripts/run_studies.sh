@@ -61,7 +61,11 @@ synthetic_sweep() {
 
 # One worker runs the studies in turn (a finished study's cells are skipped at once).
 for i in $(seq 1 "$WORKERS"); do
-  setsid nohup bash -c "$(declare -f amazon_converged synthetic_sweep movielens_converged); SAINET=$SAINET DATA=$DATA; \
+  # setsid gives the worker a scheduling autogroup of its own, which the kernel weighs like any other
+  # session whatever the nice of its processes: the group's own nice keeps the worker from taking a
+  # core from foreground work.
+  setsid nohup bash -c "echo 19 > /proc/self/autogroup 2>/dev/null || true; \
+    $(declare -f amazon_converged synthetic_sweep movielens_converged); SAINET=$SAINET DATA=$DATA; \
     amazon_converged; synthetic_sweep; movielens_converged" > "$LOGS/converged.worker-$i.log" 2>&1 < /dev/null &
   echo "worker $i: pid $! log $LOGS/converged.worker-$i.log"
 done
