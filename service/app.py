@@ -148,6 +148,10 @@ class Core:
         self.breaker = CircuitBreaker(self.store.ping, failures_to_open=s.breaker_failures,
                                       max_open_seconds=s.breaker_max_open_ms / 1000,
                                       on_change=self._breaker_changed)
+        # Opens a first connection now, so the first request does not pay the connect; a store that
+        # is absent at start is not fatal (answers are degraded until it comes up).
+        if not await self.store.ping():
+            log.warning("the feature store did not answer at start: answers are degraded until it does")
         await self.models.reload()
         self.batcher = DynamicBatcher(self.store, lambda: self.models.current, self.metrics,
                                       s.max_batch_requests, s.max_batch_rows, s.max_wait_us, s.queue_size,

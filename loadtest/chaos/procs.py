@@ -16,10 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from loadtest.chaos.proxy import ProxyControl
+from service.embedded_redis import probe_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,9 +123,7 @@ def redis_binary() -> str:
 
 
 def redis_client(port: int, timeout: float = 5.0) -> redis.Redis:
-    """A client that fails at once (redis-py's default retries with a backoff of seconds)."""
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0))
+    return probe_client(port, timeout)
 
 
 class RedisProcess:

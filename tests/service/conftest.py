@@ -53,10 +53,14 @@ def history_length() -> int:
 
 @pytest.fixture(scope="session")
 def settings_for():
-    """settings_for(model_root, redis_url, **overrides): the settings of a test server."""
+    """settings_for(model_root, redis_url, **overrides): the settings of a test server. Its Redis
+    budget (2 s) and request deadline (5 s) are generous: a CI machine busy with the other test
+    worker (a JVM starting, a model training) must not turn a healthy read into a degraded answer.
+    Tests of timeouts and deadlines set their own."""
     def make(model_root: Path, redis_url: str, **overrides) -> Settings:
         values = dict(model_dir=model_root / "models", redis_url=redis_url, history_length=HISTORY,
-                      reload_poll_seconds=0, redis_timeout_ms=500, max_candidates=50, max_body_bytes=20_000,
+                      reload_poll_seconds=0, redis_timeout_ms=2000, request_timeout_ms=5000, max_candidates=50,
+                      max_body_bytes=20_000,
                       intra_op_threads=1, max_wait_us=5000)
         return Settings(**{**values, **overrides})
     return make

@@ -21,6 +21,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from service.embedded_redis import probe_client
 from service.store import (Behaviour, RedisClusterBulkWriter, RedisClusterFeatureStore, features_key,
                            history_key)
 from service.testing import LiveServer, free_port
@@ -76,7 +77,7 @@ class LocalCluster:
                  "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no",
                  "--save", "", "--appendonly", "no"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        clients = [redis.Redis(host="127.0.0.1", port=p, socket_timeout=2) for p in self.ports]
+        clients = [probe_client(p, timeout_seconds=2) for p in self.ports]
         try:
             deadline = time.monotonic() + timeout_seconds
             for client in clients:
