@@ -22,6 +22,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -173,12 +174,32 @@ def read_cell(cells: Path, model: str, variant: str, seed: int) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def step_budget(train: TrainConfig, train_examples: int, batch_size: int) -> int:
+    """The optimizer steps `train` allows on `train_examples` (the last batch of an epoch may be short)."""
+    epoch_steps = train.epochs * math.ceil(train_examples / batch_size)
+    return epoch_steps if train.max_steps is None else min(epoch_steps, train.max_steps)
+
+
+def budget_grew(cell: dict, config: StudyConfig) -> bool:
+    """True for a cell that stopped at its step budget while still improving when the study's budget
+    now allows it more steps than it took: it is trained again, since its best may lie beyond."""
+    ran = [cell.get(k) for k in ("train_examples", "batch_size", "steps")]
+    if cell.get("stop_reason") != "cap" or None in ran:     # an early stop, or an old cell that cannot tell
+        return False
+    train_examples, batch_size, steps = ran
+    return step_budget(config.train, train_examples, batch_size) > steps
+
+
+def is_finished(cell: dict | None, config: StudyConfig) -> bool:
+    return cell is not None and not budget_grew(cell, config)
+
+
 def tuning_points(config: StudyConfig, cells: Path, model: str) -> list[dict]:
     """The model's grid points on disk: lr, validation AUC (overall) and how each run ended."""
     points = []
     for lr in config.lr_grid:
         cell = read_cell(cells, model, lr_variant(lr), config.tune_seed)
-        points.append({"lr": lr, "finished": cell is not None,
+        points.append({"lr": lr, "finished": is_finished(cell, config),
                        **({} if cell is None else {k: cell.get(k) for k in (
                            "valid_auc", "best_step", "steps", "stop_reason", "stopped_at_cap_improving")})})
     return points
@@ -245,7 +266,7 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     The reports read the finished cells from disk."""
     cells = cells_folder(config, out_dir)
     path = cells / f"{cell_name(model, variant, seed)}.json"
-    if path.exists():
+    if is_finished(read_cell(cells, model, variant, seed), config):
         return "finished"
     if variant.startswith(TUNE_PREFIX):
         lr = float(variant[len(TUNE_PREFIX):])
@@ -262,8 +283,8 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     with claim_cell(path) as claimed:
         if not claimed:
             return "busy"
-        if path.exists():       # finished by another worker between the check above and the lock
-            return "finished"
+        if is_finished(read_cell(cells, model, variant, seed), config):
+            return "finished"   # by another worker between the check above and the lock
         train_cell(data, options, model, variant, overrides, seed, config, path, lr)
         return "trained"
 
@@ -295,6 +316,8 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
             "valid_auc": metrics["valid_auc"], "best_epoch": metrics["best_epoch"],
             "best_step": metrics["best_step"], "steps": metrics["steps"], "stop_reason": metrics["stop_reason"],
             "stopped_at_cap_improving": metrics["stopped_at_cap_improving"],
+            "budget": {"epochs": train_config.epochs, "max_steps": train_config.max_steps,
+                       "patience": train_config.patience, "eval_every_steps": train_config.eval_every_steps},
             "seconds": time.perf_counter() - started,
             # CPU seconds of this process: unlike wall time, not inflated by other work on the machine
             "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"],

@@ -177,3 +177,23 @@ def test_readings_are_compared_on_validation_and_one_is_chosen(tmp_path):
     assert overrides == {"tif_scaled": True}
     assert f"**{readings['chosen']}**" in (out / "readings.md").read_text()
     assert readings["readings"]["tif-scaled"]["history_path"]["cells"] == 1   # each SAINet cell records its history path
+
+
+def test_a_cell_capped_while_improving_is_trained_again_when_the_budget_grows(tmp_path):
+    cells = tmp_path / "cells"
+
+    def study(epochs: int) -> dict:
+        args = ["study", *TINY, "--models", "dnn", "--seeds", "1", "--no-curves", "--epochs", str(epochs),
+                "--batch-size", "256", "--eval-every-steps", "0", "--patience", "50", "--lr-grid", "none",
+                "--threads", "1", "--model-opt", "embed_dim=8", "--model-opt", "tower=16,8",
+                "--cells-dir", str(cells), "--out", str(tmp_path / "report")]
+        assert main(args) == 0
+        return json.loads((cells / "dnn__main__seed0.json").read_text())
+
+    short = study(1)
+    assert short["stop_reason"] == "cap" and short["budget"]["epochs"] == 1     # patience 50 never acts
+    longer = study(2)
+    assert longer["steps"] == 2 * short["steps"] and longer["budget"]["epochs"] == 2
+    stamp = (cells / "dnn__main__seed0.json").stat().st_mtime_ns
+    assert study(2) == longer and study(1) == longer     # the same or a smaller budget: nothing retrained
+    assert (cells / "dnn__main__seed0.json").stat().st_mtime_ns == stamp
