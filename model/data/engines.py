@@ -82,6 +82,13 @@ class EngineOptions:
     shard_rows: int = SHARD_ROWS        # examples per output shard (DuckDB; Spark: one per partition)
 
 
+def engine_work_dir(engine: EngineOptions, prefix: str) -> Path:
+    """A fresh working folder under `temp_dir` (created when absent, as a spill folder usually is)."""
+    if engine.temp_dir:
+        Path(engine.temp_dir).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=engine.temp_dir))
+
+
 # --------------------------------------------------------------------------- the two SQL dialects
 
 
@@ -623,7 +630,7 @@ def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
-    work_dir = Path(tempfile.mkdtemp(prefix="sainet-prepare-", dir=engine.temp_dir))
+    work_dir = engine_work_dir(engine, "sainet-prepare-")
     runner = (_DuckDBEngine(engine, work_dir) if engine.engine == "duckdb"
               else _SparkEngine(engine, work_dir, spark))
     try:
@@ -790,7 +797,7 @@ def prepare_to_directory(options, out_dir: Path, engine: EngineOptions = EngineO
         # the engines fit the clip bounds as quantiles (the standard rule); min-max bounds are fit in memory
         raise ValueError(f"{options.dataset!r} with protocol {options.protocol!r} declares min-max numeric "
                          "features, which the engines do not fit; prepare it in memory (without --engine)")
-    work = Path(tempfile.mkdtemp(prefix="sainet-log-", dir=engine.temp_dir))
+    work = engine_work_dir(engine, "sainet-log-")
     try:
         path = write_canonical_log(log.frame, work / "log.parquet")
         return prepare_log_files([path], out_dir, features=log.features, scenario_order=log.scenario_order,

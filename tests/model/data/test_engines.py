@@ -24,10 +24,11 @@ SMALL = SyntheticConfig(users=300, items=80, events_per_user=30, seed=11)
 @pytest.mark.parametrize("split", ["time", "random", "leave-last-out"])
 def test_synthetic_matches_the_in_memory_path(tmp_path, split):
     options = DataOptions(history_length=8, split=split, synthetic=SMALL)
-    summary = prepare_to_directory(options, tmp_path, EngineOptions(memory_limit="1GB", threads=2,
-                                                                    shard_rows=2000))
-    assert summary["engine"] == "duckdb" and len(summary["shards"]["train"]) > 1
-    assert_same_prepared(prepare_dataset(options), PreparedData.load(tmp_path))
+    spill = tmp_path / "scratch" / "spill"          # created when absent
+    summary = prepare_to_directory(options, tmp_path / "out", EngineOptions(memory_limit="1GB", threads=2,
+                                                                            temp_dir=str(spill), shard_rows=2000))
+    assert summary["engine"] == "duckdb" and len(summary["shards"]["train"]) > 1 and spill.is_dir()
+    assert_same_prepared(prepare_dataset(options), PreparedData.load(tmp_path / "out"))
 
 
 @pytest.mark.real_data
