@@ -36,7 +36,11 @@ def running_service(tmp_path_factory):
                 TrainConfig(epochs=1, batch_size=512, threads=1), root / "run", options)
     export_run(root / "run", root / "models", real_inputs=False)
     port, redis_port = free_port(), free_port()
-    env = {**os.environ, "SAINET_EMBEDDED_REDIS_PORT": str(redis_port), "SAINET_INTRA_OP_THREADS": "1"}
+    # Generous budgets, as for every test server: the SLO gate below allows no failure, and a CI
+    # machine busy with the other test worker must not turn a healthy write into a 503.
+    env = {**os.environ, "SAINET_EMBEDDED_REDIS_PORT": str(redis_port), "SAINET_INTRA_OP_THREADS": "1",
+           "SAINET_REDIS_TIMEOUT_MS": "2000", "SAINET_REDIS_POOL_TIMEOUT_MS": "2000",
+           "SAINET_REQUEST_TIMEOUT_MS": "5000"}
     env.pop("SAINET_REDIS_URL", None)
     server = subprocess.Popen([str(BIN / "sainet"), "serve", "--model-dir", str(root / "models"),
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

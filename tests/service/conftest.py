@@ -59,7 +59,8 @@ def settings_for():
     Tests of timeouts and deadlines set their own."""
     def make(model_root: Path, redis_url: str, **overrides) -> Settings:
         values = dict(model_dir=model_root / "models", redis_url=redis_url, history_length=HISTORY,
-                      reload_poll_seconds=0, redis_timeout_ms=2000, request_timeout_ms=5000, max_candidates=50,
+                      reload_poll_seconds=0, redis_timeout_ms=2000, redis_pool_timeout_ms=2000,
+                      request_timeout_ms=5000, max_candidates=50,
                       max_body_bytes=20_000,
                       intra_op_threads=1, max_wait_us=5000)
         return Settings(**{**values, **overrides})
