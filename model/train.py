@@ -52,6 +52,7 @@ from model.data.schema import FIRST_KNOWN_INDEX, FeatureSchema, Vocabulary
 from model.data.stream import DEFAULT_SHUFFLE_BUFFER, BatchRows, MemorySource, ShardSource, StreamedData
 from model.data.synthetic import SyntheticConfig
 from model.distributed import Processes, current_processes
+from model.memory import release_freed_memory
 from model.metrics import ctr_metrics, safe_auc
 from model.models import build_model
 from model.models.registry import training_outputs
@@ -59,6 +60,10 @@ from model.models.registry import training_outputs
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state.pt"
+# Evaluation batch: a SAINet forward's working set grows with it (attention maps); 2048 evaluates
+# faster than 8192 here (36 s against 41 s over 500 K examples) at half the peak memory.
+EVAL_BATCH_SIZE = 2048
+TRIM_EVERY_BATCHES = 8        # evaluation hands freed memory back this often (model/memory.py)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 3                 # evaluations in a row without a better validation AUC before stopping
     seed: int = 42
-    eval_batch_size: int = 8192
+    eval_batch_size: int = EVAL_BATCH_SIZE
     threads: int | None = None        # torch intra-op threads; None keeps torch's default
     max_train_examples: int | None = None  # train on a seeded subsample (smoke runs, tests; data in memory)
     progress: bool | None = None      # None: a progress bar only on a terminal
@@ -117,12 +122,15 @@ def predict_batches(model: nn.Module, batches: Iterable[BatchRows]) -> Predictio
     model.eval()
     device = next(model.parameters()).device
     labels, probs, scenarios, oracles = [], [], [], []
-    for examples, rows in batches:
+    for index, (examples, rows) in enumerate(batches):
         batch, label = examples_to_batch(examples, rows)
         probs.append(torch.sigmoid(model(to_device(batch, device)))[:, 0].cpu().numpy())
         labels.append(label.numpy())
         scenarios.append(examples.target_scenario[rows])
         oracles.append(None if examples.oracle_prob is None else examples.oracle_prob[rows])
+        if index % TRIM_EVERY_BATCHES == TRIM_EVERY_BATCHES - 1:
+            release_freed_memory()
+    release_freed_memory()
     if not probs:
         return Predictions(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), None)
     return Predictions.concat([Predictions(*part) for part in zip(labels, probs, scenarios, oracles)])
@@ -132,7 +140,7 @@ def _chunks(examples: ExampleSet, batch_size: int) -> Iterable[BatchRows]:
     return ((examples, slice(start, start + batch_size)) for start in range(0, len(examples), batch_size))
 
 
-def predict(model: nn.Module, examples: ExampleSet, batch_size: int = 8192) -> np.ndarray:
+def predict(model: nn.Module, examples: ExampleSet, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Click probabilities [n] for the examples' own target items."""
     return predict_batches(model, _chunks(examples, batch_size)).prob
 
@@ -143,7 +151,7 @@ def prediction_metrics(predictions: Predictions, schema: FeatureSchema) -> dict:
 
 
 def evaluate_examples(model: nn.Module, examples: ExampleSet, schema: FeatureSchema,
-                      batch_size: int = 8192) -> dict:
+                      batch_size: int = EVAL_BATCH_SIZE) -> dict:
     return prediction_metrics(predict_batches(model, _chunks(examples, batch_size)), schema)
 
 
