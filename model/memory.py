@@ -1,11 +1,11 @@
 """Handing freed heap memory back to the operating system.
 
-An evaluation pass allocates and frees large tensors batch after batch (a SAINet forward at batch
-2048 holds attention maps of a few hundred MiB). glibc's allocator keeps much of what is freed in its
-arenas, so the process's resident memory creeps up over a long pass (measured: +487 MiB over 5 M
-validation examples at batch 8192, 73 MiB after a trim) and a streamed run's peak grows with the
-split's size. `malloc_trim` returns the free pages; trimming every few batches costs about 1% of
-the pass. Lowering glibc's mmap threshold instead bounds the creep too, but makes evaluation ~60%
+An evaluation pass allocates and frees large tensors batch after batch (a SAINet forward holds
+attention maps of a few hundred MiB at batch 8192). glibc's allocator keeps much of what is freed in
+its arenas, so resident memory stays high after a pass (measured: +487 MiB after 500 K validation
+examples at batch 8192, 73 MiB after a trim) and training carries it on. `malloc_trim` returns the
+free pages; evaluation calls it every few batches and at the end of each pass
+(`scripts/profile_eval_memory.py` measures the alternatives). Lowering glibc's mmap threshold bounds the creep too, but makes evaluation ~60%
 slower (every large tensor becomes a fresh mmap and page faults)."""
 
 from __future__ import annotations
