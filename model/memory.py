@@ -5,8 +5,9 @@ attention maps of a few hundred MiB at batch 8192). glibc's allocator keeps much
 its arenas, so resident memory stays high after a pass (measured: +487 MiB after 500 K validation
 examples at batch 8192, 73 MiB after a trim) and training carries it on. `malloc_trim` returns the
 free pages; evaluation calls it every few batches and at the end of each pass
-(`scripts/profile_eval_memory.py` measures the alternatives). Lowering glibc's mmap threshold bounds the creep too, but makes evaluation ~60%
-slower (every large tensor becomes a fresh mmap and page faults)."""
+(`scripts/profile_eval_memory.py` measures the alternatives). Lowering glibc's mmap threshold
+bounds the creep too, but makes evaluation ~60% slower (every large tensor becomes a fresh mmap
+and page faults)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """How much a streamed evaluation pass grows the process: `predict_batches` over a prepared split,
 with the peak RSS above the warmed baseline (sampled every 20 ms) and the wall time.
 
-    .venv/bin/python scripts/profile_eval_memory.py RUN_DIR PREPARED [--split valid] [--batch-size 2048]
+    .venv/bin/python scripts/profile_eval_memory.py RUN_DIR PREPARED [--split valid] [--configs ...]
 
-RUN_DIR is a trained run (e.g. `sainet train --prepared PREPARED --max-steps 100 --out RUN_DIR`). Each
-configuration is given as BATCH:TRIM (TRIM: hand freed memory back every TRIM batches, 0 only at the pass's end)
-and all are run side by side, after one warm-up pass: `--configs 8192:0,2048:0,2048:8`.
+RUN_DIR is a trained run (e.g. `sainet train --prepared PREPARED --max-steps 100 --out RUN_DIR`).
+Each configuration is BATCH:TRIM (TRIM: hand freed memory back every TRIM batches, 0: only at the
+pass's end); all run side by side in one process after a warm-up pass (default 8192:0,2048:0,2048:8).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def main() -> int:
 
     model = load_run(args.run_dir).model
     source = ShardSource(StreamedData.open(args.prepared), 512, 0)
-
     predict_batches(model, source.eval_batches(args.split, 2048))
     threading.Thread(target=sample, daemon=True).start()
     print("| eval batch | trim every (batches) | seconds | peak above base MiB |\n|---|---|---|---|")
