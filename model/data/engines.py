@@ -13,14 +13,14 @@ tests hold the two paths to the same examples:
   numpy permutation of the total order as the in-memory path);
 * vocabularies fit on the training split only, values in order of first appearance, index 0 padding,
   1 out-of-vocabulary;
-* history of an example: the user's N most recent behaviours strictly before it. Each behaviour
-  gets a global index in the total order; the window `list(item) OVER (PARTITION BY user ORDER BY
-  behaviours_before ROWS BETWEEN N-1 PRECEDING AND CURRENT ROW)` over the behaviours gives, per
-  behaviour, the history of every example whose most recent earlier behaviour it is, and each
-  example carries that behaviour's index as its history key (`behaviours_before` counts the user's
-  behaviours in the rows before, so non-behaviour rows, such as sampled negatives, share their
-  positive's history and never enter one); left-padded with 0 so that the most recent behaviour
-  sits last;
+* history of an example: the user's N most recent behaviours strictly before it. Each row gets
+  `_index`, the number of behaviours before it in the total order (a running count in the same sort
+  that numbers the rows), so a behaviour's `_index` is its global index; the window `list(item) OVER
+  (PARTITION BY user ORDER BY _index ROWS BETWEEN N-1 PRECEDING AND CURRENT ROW)` over the
+  behaviours gives, per behaviour, the history of every example whose most recent earlier behaviour
+  it is, and each example carries that behaviour's index as its history key (non-behaviour rows,
+  such as sampled negatives, share their positive's history and never enter one); left-padded with
+  0 so that the most recent behaviour sits last;
 * numeric features (fractional float columns, or declared): statistics of the training split
   (PERCENTILE_DISC clip bounds, mean and std of the clipped values), then the SQL spelling of
   `sainet.numeric.NumericFeature.transform` (`numeric_sql`), written as float32.
@@ -70,6 +70,9 @@ PREPARED_FORMAT = "sainet-prepared/1"
 SHARD_ROWS = 1_000_000
 ROW_GROUP_ROWS = 65_536
 FILE_ORDER_SHIFT = 1 << 40       # log order = file index * 2^40 + row index within the file
+# The prepared shards: histories are small integers that LZ4 packs as well as dictionary pages do
+# (about 19 MiB per million examples at N = 50), and both write and read faster without them.
+SHARD_WRITE_OPTIONS = {"compression": "lz4", "use_dictionary": False}
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class _DuckDBDialect(_Dialect):
         return '"' + name.replace('"', '""') + '"'
 
     def behaviours(self, value: str, window: str) -> str:
-        return (f"COALESCE(list({value} ORDER BY _before) FILTER (WHERE is_behaviour) OVER {window}, "
+        return (f"COALESCE(list({value} ORDER BY _index) FILTER (WHERE is_behaviour) OVER {window}, "
                 f"[]::BIGINT[])")
 
     def left_pad(self, values: str, width: int) -> str:
@@ -143,10 +146,10 @@ class _SparkDialect(_Dialect):
         return "`" + name.replace("`", "``") + "`"
 
     def behaviours(self, value: str, window: str) -> str:
-        # collect_list skips the NULLs of non-behaviours; sorting on behaviours_before makes the
+        # collect_list skips the NULLs of non-behaviours; sorting on the behaviours' index makes the
         # order explicit rather than an accident of the frame's evaluation.
         return (f"transform(array_sort(collect_list(CASE WHEN is_behaviour THEN "
-                f"named_struct('k', _before, 'v', {value}) END) OVER {window}), s -> s.v)")
+                f"named_struct('k', _index, 'v', {value}) END) OVER {window}), s -> s.v)")
 
     def left_pad(self, values: str, width: int) -> str:
         return f"concat(array_repeat(CAST(0 AS BIGINT), {width} - size({values})), {values})"
@@ -227,21 +230,44 @@ def distinct_per_sql(d: _Dialect, features: list[str], key: str) -> str:
     return f"SELECT {maxima} FROM (SELECT {counts} FROM canon GROUP BY {key}) t"
 
 
-ORDERED_SQL = """
-SELECT c.*, ROW_NUMBER() OVER (ORDER BY _user_first, timestamp, _lo) - 1 AS _row
+def split_cuts(n: int) -> tuple[int, int]:
+    """The first valid and the first test rank of the time split (`SPLIT_FRACTIONS`, as in memory)."""
+    return (int(round(SPLIT_FRACTIONS[0] * n)), int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n)))
+
+
+def time_cut_keys_sql(cuts: tuple[int, int]) -> str:
+    """The (timestamp, log order) keys of the rows at the time split's cut ranks: a sort of those two
+    columns only, where numbering every row of the log by time would sort its whole width."""
+    return (f"SELECT _t, timestamp, _lo FROM (SELECT timestamp, _lo, ROW_NUMBER() OVER (ORDER BY timestamp, _lo) - 1"
+            f" AS _t FROM canon) r WHERE _t IN ({cuts[0]}, {cuts[1]}) ORDER BY _t")
+
+
+def time_split_expression(keys: dict[int, tuple[float, int]], cuts: tuple[int, int]) -> str:
+    """'train' before the first cut's key in (timestamp, log order), 'valid' before the second, else 'test'.
+    A cut at the end of the log has no key: every row is before it."""
+    def before(cut: int) -> str:
+        if cut not in keys:
+            return "TRUE"
+        timestamp, lo = keys[cut]
+        return f"(timestamp < {_double(timestamp)} OR (timestamp = {_double(timestamp)} AND _lo < {int(lo)}))"
+    return f"CASE WHEN {before(cuts[0])} THEN 'train' WHEN {before(cuts[1])} THEN 'valid' ELSE 'test' END"
+
+
+def ordered_sql(split_expression: str | None = None) -> str:
+    """The log in its total order: `_row` numbers the rows, `_index` counts the behaviours before each
+    (both in one sort); `split_expression`, when the split needs no other order, adds `_split`."""
+    total_order = "ORDER BY _user_first, timestamp, _lo"
+    split = f", {split_expression} AS _split" if split_expression else ""
+    return f"""
+SELECT c.*, ROW_NUMBER() OVER ({total_order}) - 1 AS _row,
+       COALESCE(SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) OVER ({total_order}
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _index{split}
 FROM (SELECT *, MIN(_lo) OVER (PARTITION BY user_id) AS _user_first FROM canon) c
 """
 
 
-def split_sql(method: str, n: int) -> str:
-    cut_train = int(round(SPLIT_FRACTIONS[0] * n))
-    cut_valid = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
-    if method == "given":
-        return "SELECT *, split AS _split FROM ordered"
-    if method == "time":
-        return (f"SELECT *, CASE WHEN _t < {cut_train} THEN 'train' WHEN _t < {cut_valid} THEN 'valid' "
-                f"ELSE 'test' END AS _split FROM "
-                f"(SELECT *, ROW_NUMBER() OVER (ORDER BY timestamp, _lo) - 1 AS _t FROM ordered) o")
+def split_sql(method: str) -> str:
+    """The splits that need more than a row's own columns: a table `examples` from `ordered`."""
     if method == "leave-last-out":
         return ("SELECT *, CASE WHEN _t = 0 THEN 'test' WHEN _t = 1 THEN 'valid' ELSE 'train' END AS _split "
                 "FROM (SELECT *, DENSE_RANK() OVER (PARTITION BY user_id ORDER BY timestamp DESC) - 1 AS _t "
@@ -276,10 +302,10 @@ def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str,
     """Encodes every example and gives it the key of its history: the global index of the user's most
     recent behaviour strictly before it (-1 if none).
 
-    Behaviours are numbered in the total order (user by first appearance, then time, then log order):
-    a user's behaviours get the consecutive indices `_offset` (the behaviours of the users before
-    them) + `_before` (the user's behaviours before this one). So the key of an example is
-    `_offset + _before - 1`, and along the total order the keys never decrease."""
+    Behaviours are numbered in the total order (user by first appearance, then time, then log order),
+    so a user's behaviours hold consecutive indices from `_offset`, the least `_index` of the user's
+    rows. An example with `_index` above its user's `_offset` has a behaviour of its own user just
+    before it: its key is `_index - 1`; along the total order the keys never decrease."""
     joins, encoded = [], []
     for i, (column, output) in enumerate([("item_id", "item"), ("scenario", "scenario"),
                                           *[(f, f) for f in features]]):
@@ -289,23 +315,14 @@ def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str,
     oracle = ", e.oracle_prob" if has_oracle else ""
     return f"""
 WITH enc AS (
-    SELECT e._row, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
+    SELECT e._row, e._index, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
            CAST(e.label AS FLOAT) AS label, {", ".join(encoded)}{oracle}
     FROM examples e {" ".join(joins)}
-), counted AS (
-    SELECT *, COALESCE(SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) OVER (
-        PARTITION BY user_id ORDER BY timestamp, _lo ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-        AS _before
-    FROM enc
-), offsets AS (
-    SELECT user_id, COALESCE(SUM(behaviours) OVER (ORDER BY _user_first
-        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _offset
-    FROM (SELECT user_id, _user_first, SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) AS behaviours
-          FROM enc GROUP BY user_id, _user_first) u
+), offsets AS (      -- _user_first: one integer per user, a cheaper join key than its id
+    SELECT _user_first, MIN(_index) AS _offset FROM enc GROUP BY _user_first
 )
-SELECT c.*, CAST(o._offset + c._before AS BIGINT) AS _index,
-       CAST(CASE WHEN c._before > 0 THEN o._offset + c._before - 1 ELSE -1 END AS BIGINT) AS _hist_key
-FROM counted c JOIN offsets o ON c.user_id = o.user_id
+SELECT e.*, CAST(CASE WHEN e._index > o._offset THEN e._index - 1 ELSE -1 END AS BIGINT) AS _hist_key
+FROM enc e JOIN offsets o ON e._user_first = o._user_first
 """
 
 
@@ -319,7 +336,7 @@ SELECT _index AS _hist_key,
        CAST({d.left_pad(d.behaviours("item", "w"), history_length)} AS {d.int_list}) AS hist_items,
        CAST({d.left_pad(d.behaviours("scenario", "w"), history_length)} AS {d.int_list}) AS hist_scenarios
 FROM prepared WHERE is_behaviour
-WINDOW w AS (PARTITION BY user_id ORDER BY _before ROWS BETWEEN {history_length - 1} PRECEDING AND CURRENT ROW)
+WINDOW w AS (PARTITION BY user_id ORDER BY _index ROWS BETWEEN {history_length - 1} PRECEDING AND CURRENT ROW)
 """
 
 
@@ -448,7 +465,7 @@ class _DuckDBEngine:
         histories = self.work_dir / f"histories-{split}.parquet"
         self.con.execute("SET preserve_insertion_order = true")     # COPY keeps the ORDER BY's order
         try:
-            self.con.execute(f"COPY ({split_histories_sql(split)}) TO '{histories}' (FORMAT parquet)")
+            self.con.execute(f"COPY ({split_histories_sql(split)}) TO '{histories}' (FORMAT parquet, COMPRESSION lz4)")
         finally:
             self.con.execute("SET preserve_insertion_order = false")
         examples = self._reader(split_examples_sql(self.dialect, split, features, has_oracle), batch_rows)
@@ -464,14 +481,14 @@ class _DuckDBEngine:
                 if room == 0:
                     if writer is not None:
                         writer.close()
-                    writer = pq.ParquetWriter(out_dir / f"part-{shard:05d}.parquet", table.schema)
+                    writer = pq.ParquetWriter(out_dir / f"part-{shard:05d}.parquet", table.schema, **SHARD_WRITE_OPTIONS)
                     shard, room = shard + 1, self.shard_rows
                 piece, table = table.slice(0, room), table.slice(room)
                 writer.write_table(piece, row_group_size=ROW_GROUP_ROWS)
                 room -= piece.num_rows
         if writer is None:      # an empty split still gets one shard, so its schema is on disk
             empty = histories.attach(pa.Table.from_batches([], examples.schema))
-            pq.write_table(empty, out_dir / "part-00000.parquet")
+            pq.write_table(empty, out_dir / "part-00000.parquet", **SHARD_WRITE_OPTIONS)
         else:
             writer.close()
 
@@ -686,20 +703,27 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         features = _infer_sides(runner, names)
     numeric_columns = [NumericColumn(f.name, f.side) for f in _infer_sides(runner, numeric_names)]
 
-    runner.materialize("ordered", ORDERED_SQL)
-    if split == "random":
-        order = np.random.default_rng(split_seed).permutation(n)
-        labels = np.empty(n, dtype=object)
-        cut_train = int(round(SPLIT_FRACTIONS[0] * n))
-        cut_valid = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
-        labels[order[:cut_train]], labels[order[cut_train:cut_valid]], labels[order[cut_valid:]] = \
-            "train", "valid", "test"
-        path = work_dir / "random_split.parquet"
-        pq.write_table(pa.table({"_row": pa.array(np.arange(n, dtype=np.int64)),
-                                 "_split": pa.array(labels, pa.string()).dictionary_encode()}), path)
-        del order, labels
-        runner.register_parquet("random_split", path)
-    runner.materialize("examples", split_sql(split, n))
+    # The time and given splits come from a row's own columns, so the ordering pass writes them too.
+    if split == "time":
+        cuts = split_cuts(n)
+        keys = {int(t): (float(ts), int(lo)) for t, ts, lo in runner.rows(time_cut_keys_sql(cuts))}
+        runner.materialize("examples", ordered_sql(time_split_expression(keys, cuts)))
+    elif split == "given":
+        runner.materialize("examples", ordered_sql("split"))
+    else:
+        runner.materialize("ordered", ordered_sql())
+        if split == "random":
+            order = np.random.default_rng(split_seed).permutation(n)
+            labels = np.empty(n, dtype=object)
+            cut_train, cut_valid = split_cuts(n)
+            labels[order[:cut_train]], labels[order[cut_train:cut_valid]], labels[order[cut_valid:]] = \
+                "train", "valid", "test"
+            path = work_dir / "random_split.parquet"
+            pq.write_table(pa.table({"_row": pa.array(np.arange(n, dtype=np.int64)),
+                                     "_split": pa.array(labels, pa.string()).dictionary_encode()}), path)
+            del order, labels
+            runner.register_parquet("random_split", path)
+        runner.materialize("examples", split_sql(split))
     counts = dict(runner.rows("SELECT _split, COUNT(*) FROM examples GROUP BY _split"))
     if not counts.get("train"):
         raise ValueError("the training split is empty")

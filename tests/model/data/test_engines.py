@@ -51,8 +51,9 @@ def test_movielens_matches_the_in_memory_path(small_movielens_dir, tmp_path):
     assert_same_prepared(expected, PreparedData.load(tmp_path))
 
 
-@pytest.mark.parametrize("layout", ["csv", "shards"])
-def test_own_logs_from_csv_or_shards_match(tmp_path, layout):
+# user_log's times are 60 values over 600 rows: the time split's cuts fall inside ties, which log order breaks
+@pytest.mark.parametrize("layout,split", [("csv", "random"), ("shards", "random"), ("csv", "time"), ("shards", "time")])
+def test_own_logs_from_csv_or_shards_match(tmp_path, layout, split):
     frame = user_log()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -61,11 +62,22 @@ def test_own_logs_from_csv_or_shards_match(tmp_path, layout):
     else:
         for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
             frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
-    options = DataOptions(dataset="logs", data_dir=str(logs), history_length=6, split="random")
+    options = DataOptions(dataset="logs", data_dir=str(logs), history_length=6, split=split)
     prepare_to_directory(options, tmp_path / "prepared")
     expected = prepare_dataset(options)
     assert [f.side for f in expected.schema.features] == ["user", "item", "context"]
     assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
+
+
+@pytest.mark.parametrize("rows", [3, 12])
+def test_a_time_cut_at_the_end_of_a_tiny_log_matches(tmp_path, rows):
+    # 3 rows: the test split's cut is the log's end (no row there); 12 rows: every split has rows
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    user_log(seed=3).head(rows).to_parquet(logs / "part-00000.parquet", index=False)
+    options = DataOptions(dataset="logs", data_dir=str(logs), history_length=4, split="time")
+    prepare_to_directory(options, tmp_path / "prepared")
+    assert_same_prepared(prepare_dataset(options), PreparedData.load(tmp_path / "prepared"))
 
 
 def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path, capsys):
