@@ -91,5 +91,8 @@ def process_group() -> Iterator[Processes]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield current_processes()
+        # Every rank at the end before any tears its connections down: a gloo rank destroyed while
+        # its peer still sent on them aborted the peer ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -588,9 +588,11 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     variants = [m for m in ablation_models if m != MAIN_MODEL]
     ablation_table, ablation_t_tests = ablation_tests(main, variants, scenario_columns) \
         if MAIN_MODEL in ablation_models else ("", {})
+    history_paths = history_path_report(cells, config)
     (out_dir / "ablation.md").write_text(
         "# Ablations (the paper's Table 3)\n\n" + ablation
-        + ("\n## Each variant against SAINet (Welch's t-test)\n\n" + ablation_table if ablation_table else ""))
+        + ("\n## Each variant against SAINet (Welch's t-test)\n\n" + ablation_table if ablation_table else "")
+        + history_path_markdown(history_paths))
     if ablation_models:
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
@@ -617,7 +619,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                 cell_name(r.model, r.variant, r.seed) for r in finished_cells.itertuples()
                 if r.stop_reason == "cap"),
             "t_tests": tests, "ablation_t_tests": ablation_t_tests, "curves": curves, "readings": readings,
-            "references": references}
+            "history_path": history_paths, "references": references}
     # Every invocation's wall time is kept: a study that ran over several sittings reports all of them.
     previous = out_dir / "study.json"
     invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
@@ -649,10 +651,45 @@ def history_path_means(cells: list[dict]) -> dict:
     return {"cells": len(figures), **{name: float(np.mean(v)) if v else None for name, v in values.items()}}
 
 
+def history_path_columns(path: dict) -> str:
+    """SIE entropy / uniform | TIF entropy / uniform | cosine raw → after blocks (table cells)."""
+    def figure(name: str) -> str:
+        return "n/a" if path.get(name) is None else f"{path[name]:.3f}"
+    return (f"{figure('sie_entropy_ratio_last_block')} | {figure('tif_entropy_ratio')} | "
+            f"{figure('cosine_raw')} → {figure('cosine_after_blocks')}")
+
+
+HISTORY_PATH_HEADER = "| SIE entropy / uniform | TIF entropy / uniform | cosine raw → after blocks |"
+
+
+def history_path_report(cells_dir: Path, config: StudyConfig) -> dict:
+    """Per SAINet-family model of the main table: what its history path does, over its seeds."""
+    report = {}
+    for model in config.models:
+        cells = [c for c in (read_cell(cells_dir, model, "main", s) for s in config.main_seeds) if c]
+        figures = history_path_means(cells)
+        if figures["cells"]:
+            report[model] = figures
+    return report
+
+
+def history_path_markdown(report: dict) -> str:
+    if not report:
+        return ""
+    lines = ["", "## What the history path does", "",
+             "On validation (`model/diagnostics.py`), mean over the seeds: attention entropy relative to uniform "
+             "(1 = uniform: the block mean-pools the behaviours) of the last SIE block and of TIF, and the mean "
+             "pairwise cosine of a request's behaviours as item embeddings and after the blocks (near 1: the "
+             "behaviours have become one vector). n/a: the model has no such block.", "",
+             "| model | seeds " + HISTORY_PATH_HEADER, "|---|---|---|---|---|"]
+    lines += [f"| {model} | {figures['cells']} | {history_path_columns(figures)} |" for model, figures in report.items()]
+    return "\n".join(lines) + "\n"
+
+
 def readings_report(cells_dir: Path, seeds: int) -> dict:
     """Per SAINet reading: validation AUC (overall) over seeds 0..seeds-1, the test AUC beside it (for
     the record, never for the choice), what its history path does, and, once every reading has all
-    its seeds, the chosen one: the best mean validation AUC. Empty when the study runs no readings."""
+    its seeds, the chosen one (`choose_reading`). Empty when the study runs no readings."""
     if not seeds:
         return {}
     report: dict = {"seeds": seeds, "readings": {}}
@@ -668,9 +705,6 @@ def readings_report(cells_dir: Path, seeds: int) -> dict:
             "valid_auc_per_seed": valid.tolist(),
             "test_auc_mean": float(np.mean(test)) if test else None,
             "history_path": history_path_means(cells)}
-    complete = {n: r for n, r in report["readings"].items() if r["seeds_finished"] >= seeds}
-    report["chosen"] = max(complete, key=lambda n: complete[n]["valid_auc_mean"]) \
-        if len(complete) == len(READINGS) else None
     literal = report["readings"]["literal"]["valid_auc_per_seed"]
     for entry in report["readings"].values():     # paired by seed: the seeds share data order and init
         ours = entry["valid_auc_per_seed"]
@@ -678,19 +712,30 @@ def readings_report(cells_dir: Path, seeds: int) -> dict:
         entry["valid_minus_literal"] = float(np.mean(np.subtract(ours[:n], literal[:n]))) if n else None
         entry["paired_t_p"] = float(scipy_stats.ttest_rel(ours[:n], literal[:n]).pvalue) \
             if n > 1 and ours[:n] != literal[:n] else None
+    complete = len([r for r in report["readings"].values() if r["seeds_finished"] >= seeds]) == len(READINGS)
+    report["chosen"] = choose_reading(report["readings"]) if complete else None
     return report
+
+
+def choose_reading(readings: dict, alpha: float = 0.05) -> str:
+    """The paper's literal reading unless another beats it on validation significantly (a positive
+    paired difference with p < alpha); among those, the best mean. A gain inside the seeds' noise
+    is no evidence for changing the model, so it does not."""
+    better = {name: r for name, r in readings.items() if name != "literal"
+              and (r["valid_minus_literal"] or 0) > 0 and r["paired_t_p"] is not None and r["paired_t_p"] < alpha}
+    return max(better, key=lambda name: better[name]["valid_auc_mean"]) if better else "literal"
 
 
 def readings_markdown(report: dict, seeds: int) -> str:
     lines = ["# SAINet's readings, compared on validation", "",
              f"Overall validation AUC (best evaluation) of each reading over seeds 0-{seeds - 1}; the chosen reading "
-             "(best mean) in bold. The difference to the literal reading is paired by seed (same data order), "
+             "in bold: the literal one unless another is better on validation significantly (paired t-test, "
+             "p < 0.05; among those, the best mean). The difference to the literal reading is paired by seed (same data order), "
              "with the paired t-test's p. Test AUC is listed for the record and is never used for the choice.", "",
              "The history path (validation, `model/diagnostics.py`; mean over the seeds that recorded it): attention "
              "entropy relative to uniform (1 = uniform) of the last SIE block and of TIF, and the mean pairwise cosine "
              "of a request's behaviours as item embeddings and after the blocks.", "",
-             "| reading | overrides | seeds | validation AUC | - literal | p | test AUC (overall) "
-             "| SIE entropy / uniform | TIF entropy / uniform | cosine raw → after blocks |",
+             "| reading | overrides | seeds | validation AUC | - literal | p | test AUC (overall) " + HISTORY_PATH_HEADER,
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["readings"].items():
         valid = "…" if r["valid_auc_mean"] is None else f"{r['valid_auc_mean']:.4f}" + (
@@ -699,13 +744,8 @@ def readings_markdown(report: dict, seeds: int) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(none)"
         delta = "" if r["valid_minus_literal"] is None or name == "literal" else f"{r['valid_minus_literal']:+.4f}"
         test = "…" if r["test_auc_mean"] is None else f"{r['test_auc_mean']:.4f}"
-        path = r["history_path"]
-
-        def figure(name: str) -> str:
-            return "n/a" if path.get(name) is None else f"{path[name]:.3f}"
         lines.append(f"| {label} | {overrides} | {r['seeds_finished']} | {valid} | {delta} | "
-                     f"{format_stat(r['paired_t_p'], 3)} | {test} | {figure('sie_entropy_ratio_last_block')} | "
-                     f"{figure('tif_entropy_ratio')} | {figure('cosine_raw')} → {figure('cosine_after_blocks')} |")
+                     f"{format_stat(r['paired_t_p'], 3)} | {test} | {history_path_columns(r['history_path'])} |")
     lines += ["", f"Chosen: {report['chosen'] or 'pending (not every reading has all its seeds)'}."]
     return "\n".join(lines) + "\n"
 
@@ -811,7 +851,7 @@ def plot_curves(frame: pd.DataFrame, out_dir: Path) -> dict:
                 rows = pd.concat([rows, overall[overall.variant == "main"]])
             if len(rows):
                 points.append((value, rows["auc"].mean(), rows["auc"].std(), len(rows)))
-        if not points:
+        if len(points) < 2:     # the default alone (the main cells) is no curve yet
             continue
         summary[name] = [{"value": v, "auc_mean": m, "auc_std": None if np.isnan(s) else s, "seeds": n}
                          for v, m, s, n in points]

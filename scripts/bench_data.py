@@ -159,6 +159,9 @@ def markdown(report: dict) -> str:
 
     lines = ["# Data scale: generate, prepare and train on synthetic logs", "",
              f"Command: `{report['command']}`  ", f"Commit {report['commit']}, {report['machine']}, {report['finished_at']}.",
+             *([f"Conditions: {report['conditions']}"] if report.get("conditions") else []),
+             "", "Where `prepare` spends its time, step by step: `scripts/profile_prepare.py LOG_DIR`; what evaluation "
+             "holds at its peak: `scripts/profile_eval_memory.py RUN PREPARED`.",
              "", "Wall seconds / peak RSS in MiB (the command's whole process tree). `sort` is DuckDB's own plain sort "
              "of the same log, the floor for `prepare`; `memory` is the pandas path (`--engine memory`).", "",
              "| events | examples (train) | generate s | sort s | prepare s | prepare / sort | prepare MiB | memory s | "
@@ -219,7 +222,17 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--keep", action="store_true", help="keep logs and prepared folders")
     parser.add_argument("--ddp-data", help="the amazon-food-kitchen folder: also train on it with 1 and 2 processes")
+    parser.add_argument("--conditions", help="what else ran on the machine, written into the report")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite README.md from <out>/bench_data.json (with --conditions, if given); run nothing")
     args = parser.parse_args()
+    if args.render_only:
+        report = json.loads((Path(args.out) / "bench_data.json").read_text())
+        if args.conditions:
+            report["conditions"] = args.conditions
+        (Path(args.out) / "bench_data.json").write_text(json.dumps(report, indent=2))
+        (Path(args.out) / "README.md").write_text(markdown(report))
+        return 0
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.memory_sizes = {parse_size(s) for s in args.memory_sizes.split(",") if s}
     args.epoch_sizes = {parse_size(s) for s in args.epoch_sizes.split(",") if s}
@@ -232,7 +245,9 @@ def main() -> int:
     report = {"command": "python scripts/bench_data.py " + " ".join(sys.argv[1:]), "commit": commit,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
-              "settings": {k: v for k, v in vars(args).items() if isinstance(v, (int, str))}, "rows": []}
+              "settings": {k: v for k, v in vars(args).items()
+                           if isinstance(v, (int, str)) and k not in ("conditions", "render_only")}, "rows": [],
+              "conditions": args.conditions}
     def write() -> None:
         report["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         (out / "bench_data.json").write_text(json.dumps(report, indent=2))

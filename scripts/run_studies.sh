@@ -3,7 +3,9 @@
 # one torch thread per worker. Finished cells are skipped, so rerunning this after an interruption
 # picks up where a study stopped; cells are claimed with file locks, so several workers (one per
 # free core) may run the same study at once: `WORKERS=2 scripts/run_studies.sh`.
-# Studies: amazon-cdsr-converged, the synthetic sweep (divergence 1, 0, 0.7, 0.35), then movielens-1m-converged.
+# Studies, in the order a worker runs them: the synthetic sweep (divergence 1, 0, 0.7, 0.35); SAINet's
+# readings and the L / gamma / h curves on synthetic (divergence 1); amazon-cdsr-converged (its models,
+# seeds and readings, then its curves); movielens-1m-converged.
 # Cells: results-data/<study>/cells/ (committed); reports: docs/results/<study>/; logs: runs/study-logs/.
 #
 #   scripts/run_studies.sh [DATA_ROOT]      default DATA_ROOT: ../shared/data
@@ -20,10 +22,11 @@ mkdir -p "$LOGS"
 # Amazon Food-Kitchen at convergence (issue 14): batch 512, validation every 200 steps, patience 3
 # evaluations, budget 20 epochs, each model's lr chosen on validation from 3e-4,1e-3,3e-3 on seed 0
 # (the `sainet study` defaults), then 10 seeds. Plan order: every model's lr grid, then seed by seed,
-# then SAINet's documented readings (issue 14 item 4) on 5 seeds each, compared on validation (readings.md).
+# then SAINet's documented readings (issue 14 item 4) on 5 seeds each, compared on validation (readings.md),
+# then the L / gamma / h curves (the paper's Figure 4; 3 seeds per point, about 33 cells of 3 minutes).
 amazon_converged() {
   nice -n 19 "$SAINET" study --dataset amazon-cdsr --data-dir "$DATA/amazon-food-kitchen" \
-    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 10 --reading-seeds 5 --no-curves --threads 1 \
+    --models sainet,adasparse,pepnet,sainet-no-sdt,dnn --seeds 10 --reading-seeds 5 --threads 1 \
     --cells-dir results-data/amazon-cdsr-converged/cells --out docs/results/amazon-cdsr-converged
 }
 
@@ -51,14 +54,26 @@ movielens_converged() {
 # step 7973 of 9380); a cell capped while improving is trained again when the budget grows.
 # Estimated cost (about 12 hours of one core) in synthetic-world.md. The two ends of the knob come
 # first (1: the tags are worth 0.057 AUC to trees; 0: nothing), so the thesis is tested early.
+synthetic_study() {    # synthetic_study DIVERGENCE [more `sainet study` options]
+  local divergence=$1
+  shift
+  nice -n 19 "$SAINET" study --dataset synthetic --synthetic-divergence "$divergence" \
+    --synthetic-users 3000 --synthetic-items 200 --synthetic-events 100 --history-length 30 \
+    --models sainet,adasparse,pepnet,dnn,sainet-no-sie,sainet-no-stm --seeds 3 --threads 1 \
+    --lr-grid 1e-3,3e-3 --eval-every-steps 0 --patience 4 --epochs 30 \
+    --cells-dir "results-data/synthetic-sweep/d=$divergence/cells" --out "docs/results/synthetic-sweep/d=$divergence" "$@"
+}
+
 synthetic_sweep() {
   for divergence in 1 0 0.7 0.35; do
-    nice -n 19 "$SAINET" study --dataset synthetic --synthetic-divergence "$divergence" \
-      --synthetic-users 3000 --synthetic-items 200 --synthetic-events 100 --history-length 30 \
-      --models sainet,adasparse,pepnet,dnn,sainet-no-sie,sainet-no-stm --seeds 3 --no-curves --threads 1 \
-      --lr-grid 1e-3,3e-3 --eval-every-steps 0 --patience 4 --epochs 30 \
-      --cells-dir "results-data/synthetic-sweep/d=$divergence/cells" --out "docs/results/synthetic-sweep/d=$divergence"
+    synthetic_study "$divergence" --no-curves
   done
+}
+
+# Where the scenario tags pay (divergence 1), SAINet's documented readings on 3 seeds each (18 cells)
+# and the L / gamma / h curves (3 seeds per point, 33 cells), about 4 hours of one core.
+synthetic_followups() {
+  synthetic_study 1 --reading-seeds 3
 }
 
 # One worker runs the studies in turn (a finished study's cells are skipped at once).
@@ -67,8 +82,8 @@ for i in $(seq 1 "$WORKERS"); do
   # session whatever the nice of its processes: the group's own nice keeps the worker from taking a
   # core from foreground work.
   setsid nohup bash -c "echo 19 > /proc/self/autogroup 2>/dev/null || true; \
-    $(declare -f amazon_converged synthetic_sweep movielens_converged); SAINET=$SAINET DATA=$DATA; \
-    amazon_converged; synthetic_sweep; movielens_converged" > "$LOGS/converged.worker-$i.log" 2>&1 < /dev/null &
+    $(declare -f amazon_converged synthetic_study synthetic_sweep synthetic_followups movielens_converged); \
+    SAINET=$SAINET DATA=$DATA; synthetic_sweep; synthetic_followups; amazon_converged; movielens_converged" > "$LOGS/converged.worker-$i.log" 2>&1 < /dev/null &
   echo "worker $i: pid $! log $LOGS/converged.worker-$i.log"
 done
 echo "cells in results-data/<study>/cells/, reports in docs/results/<study>/"

@@ -170,13 +170,29 @@ def test_readings_are_compared_on_validation_and_one_is_chosen(tmp_path):
     # the literal reading is the main SAINet cell; every other reading has a cell of its own
     assert cells == sorted(["sainet__main__seed0",
                             *(f"sainet__reading={n}__seed0" for n, o in READINGS.items() if o)])
-    readings = json.loads((out / "study.json").read_text())["readings"]
-    valid = {n: r["valid_auc_mean"] for n, r in readings["readings"].items()}
-    assert readings["chosen"] == max(valid, key=valid.get)
+    study = json.loads((out / "study.json").read_text())
+    readings = study["readings"]
+    # one seed gives no paired test, so no evidence against the paper's literal reading
+    assert all(r["paired_t_p"] is None for r in readings["readings"].values())
+    assert readings["chosen"] == "literal"
     overrides = json.loads((out / "cells" / "sainet__reading=tif-scaled__seed0.json").read_text())["overrides"]
     assert overrides == {"tif_scaled": True}
     assert f"**{readings['chosen']}**" in (out / "readings.md").read_text()
     assert readings["readings"]["tif-scaled"]["history_path"]["cells"] == 1   # each SAINet cell records its history path
+    assert study["history_path"]["sainet"]["cells"] == 1
+    assert "## What the history path does" in (out / "ablation.md").read_text()
+
+
+def test_a_reading_replaces_the_literal_one_only_on_a_significant_validation_gain():
+    from model.study import choose_reading
+
+    def reading(delta, p, mean):
+        return {"valid_minus_literal": delta, "paired_t_p": p, "valid_auc_mean": mean}
+    literal = {"literal": reading(None, None, 0.70)}
+    assert choose_reading({**literal, "a": reading(+0.002, 0.34, 0.702)}) == "literal"     # inside the noise
+    assert choose_reading({**literal, "a": reading(-0.004, 0.01, 0.696)}) == "literal"     # significantly worse
+    assert choose_reading({**literal, "a": reading(+0.003, 0.01, 0.703), "b": reading(+0.005, 0.04, 0.705),
+                           "c": reading(+0.009, 0.20, 0.709)}) == "b"
 
 
 def test_a_cell_capped_while_improving_is_trained_again_when_the_budget_grows(tmp_path):
