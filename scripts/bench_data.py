@@ -149,6 +149,12 @@ def read_metrics(run: Path) -> dict | None:
     return {k: metrics.get(k) for k in ("steps", "examples_per_second", "train_seconds", "valid_auc", "train_examples")}
 
 
+def all_under(report: dict, mib: float) -> bool:
+    """Whether every successful out-of-core step (prepare, train, epoch) peaked below `mib`."""
+    return all(row[step]["peak_rss_mib"] < mib for row in report["rows"] for step in ("prepare", "train", "epoch")
+               if row.get(step) and not row[step]["returncode"])
+
+
 def markdown(report: dict) -> str:
     def cell(step: dict | None, key: str, digits: int = 0) -> str:
         if not step:
@@ -181,6 +187,14 @@ def markdown(report: dict) -> str:
             f"{train_rate.get('examples_per_second') or 0:,.0f} | {cell(row.get('train'), 'peak_rss_mib')} | "
             f"{cell(row.get('epoch'), 'seconds', 1)} | {epoch_rate.get('examples_per_second') or 0:,.0f} | "
             f"{cell(row.get('epoch'), 'peak_rss_mib')} |")
+    ratios = {row["events"]: row["prepare"]["seconds"] / row["sort"]["seconds"] for row in report["rows"]
+              if not (row.get("sort") or {"returncode": 1})["returncode"]
+              and not (row.get("prepare") or {"returncode": 1})["returncode"]}
+    if ratios:
+        met = [f"{events:,}" for events, ratio in ratios.items() if ratio <= 2]
+        lines += ["", f"Goal (issue 15): `prepare` within 2x of `sort`. Met at: {', '.join(met) or 'no size'} "
+                  f"(prepare / sort {min(ratios.values()):.1f}x to {max(ratios.values()):.1f}x). Peak RSS under "
+                  f"2 GiB at every size: {'yes' if all_under(report, 2048) else 'no'}."]
     if report.get("processes"):
         lines += ["", "## One and two training processes (torchrun, gloo) on Amazon Food-Kitchen", "",
                   "Same global batch (512) and seed, the converging defaults; examples/s of the training steps over "
