@@ -149,10 +149,14 @@ def read_metrics(run: Path) -> dict | None:
     return {k: metrics.get(k) for k in ("steps", "examples_per_second", "train_seconds", "valid_auc", "train_examples")}
 
 
+def succeeded(step: dict | None) -> bool:
+    return bool(step) and not step["returncode"]
+
+
 def all_under(report: dict, mib: float) -> bool:
     """Whether every successful out-of-core step (prepare, train, epoch) peaked below `mib`."""
     return all(row[step]["peak_rss_mib"] < mib for row in report["rows"] for step in ("prepare", "train", "epoch")
-               if row.get(step) and not row[step]["returncode"])
+               if succeeded(row.get(step)))
 
 
 def markdown(report: dict) -> str:
@@ -175,7 +179,7 @@ def markdown(report: dict) -> str:
              "|" + "---|" * 15]
     for row in report["rows"]:
         ratio = "–"
-        if row.get("sort") and row.get("prepare") and not row["sort"]["returncode"] and not row["prepare"]["returncode"]:
+        if succeeded(row.get("sort")) and succeeded(row.get("prepare")):
             ratio = f"{row['prepare']['seconds'] / row['sort']['seconds']:.2f}"
         train_rate = (row.get("train") or {}).get("metrics") or {}
         epoch_rate = (row.get("epoch") or {}).get("metrics") or {}
@@ -188,8 +192,7 @@ def markdown(report: dict) -> str:
             f"{cell(row.get('epoch'), 'seconds', 1)} | {epoch_rate.get('examples_per_second') or 0:,.0f} | "
             f"{cell(row.get('epoch'), 'peak_rss_mib')} |")
     ratios = {row["events"]: row["prepare"]["seconds"] / row["sort"]["seconds"] for row in report["rows"]
-              if not (row.get("sort") or {"returncode": 1})["returncode"]
-              and not (row.get("prepare") or {"returncode": 1})["returncode"]}
+              if succeeded(row.get("sort")) and succeeded(row.get("prepare"))}
     if ratios:
         met = [f"{events:,}" for events, ratio in ratios.items() if ratio <= 2]
         lines += ["", f"Goal (issue 15): `prepare` within 2x of `sort`. Met at: {', '.join(met) or 'no size'} "

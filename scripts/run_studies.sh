@@ -71,7 +71,8 @@ synthetic_sweep() {
 }
 
 # Where the scenario tags pay (divergence 1), SAINet's documented readings on 3 seeds each (18 cells)
-# and the L / gamma / h curves (3 seeds per point, 33 cells), about 4 hours of one core.
+# and the L / gamma / h curves (3 seeds per point, 33 cells): 51 SAINet-sized cells of about 700 s,
+# about 10 hours of one core.
 synthetic_followups() {
   synthetic_study 1 --reading-seeds 3
 }
