@@ -67,6 +67,8 @@ synthetic_study() {    # synthetic_study DIVERGENCE [more `sainet study` options
 synthetic_sweep() {
   for divergence in 1 0 0.7 0.35; do
     synthetic_study "$divergence" --no-curves
+    # the sweep's own table and plot across the divergences (docs/results/synthetic-sweep/README.md)
+    "$(dirname "$SAINET")/python" scripts/sweep_report.py docs/results/synthetic-sweep > /dev/null
   done
 }
 
