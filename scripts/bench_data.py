@@ -167,6 +167,9 @@ def markdown(report: dict) -> str:
             return f"failed ({step['returncode']})"
         return f"{step[key]:,.{digits}f}"
 
+    def rate(metrics: dict) -> str:
+        return "–" if not metrics.get("examples_per_second") else f"{metrics['examples_per_second']:,.0f}"
+
     lines = ["# Data scale: generate, prepare and train on synthetic logs", "",
              f"Command: `{report['command']}`  ", f"Commit {report['commit']}, {report['machine']}, {report['finished_at']}.",
              *([f"Conditions: {report['conditions']}"] if report.get("conditions") else []),
@@ -188,8 +191,8 @@ def markdown(report: dict) -> str:
             f"{cell(row.get('sort'), 'seconds', 1)} | {cell(row.get('prepare'), 'seconds', 1)} | {ratio} | "
             f"{cell(row.get('prepare'), 'peak_rss_mib')} | {cell(row.get('memory'), 'seconds', 1)} | "
             f"{cell(row.get('memory'), 'peak_rss_mib')} | {cell(row.get('train'), 'seconds', 1)} | "
-            f"{train_rate.get('examples_per_second') or 0:,.0f} | {cell(row.get('train'), 'peak_rss_mib')} | "
-            f"{cell(row.get('epoch'), 'seconds', 1)} | {epoch_rate.get('examples_per_second') or 0:,.0f} | "
+            f"{rate(train_rate)} | {cell(row.get('train'), 'peak_rss_mib')} | "
+            f"{cell(row.get('epoch'), 'seconds', 1)} | {rate(epoch_rate)} | "
             f"{cell(row.get('epoch'), 'peak_rss_mib')} |")
     ratios = {row["events"]: row["prepare"]["seconds"] / row["sort"]["seconds"] for row in report["rows"]
               if succeeded(row.get("sort")) and succeeded(row.get("prepare"))}
