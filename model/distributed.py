@@ -47,6 +47,15 @@ class Processes:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def mean(self, values: list[float]) -> list[float]:
+        """The element-wise mean of `values` over the ranks, on every rank (each rank holds as many:
+        the ranks take the same steps)."""
+        if not self.distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return (tensor / self.world_size).tolist()
+
     def total(self, value: float) -> float:
         """The sum of `value` over the ranks, on every rank."""
         if not self.distributed:

@@ -347,6 +347,7 @@ def train_model(data: PreparedData | StreamedData, model_name: str, model_overri
                 progress.seconds = time.perf_counter() - started
                 save_training_state(state_path, processes, progress, model, optimizer, source, identity)
         bar.close()
+        losses = processes.mean(losses)     # each rank's loss is over its own share of the batch
         history["step_loss"].extend(losses)
         if not stop:    # the epoch's (or the budget's) last step, unless it was just evaluated
             last = history["evals"][-1]["step"] if history["evals"] else -1
