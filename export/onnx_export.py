@@ -116,6 +116,8 @@ def check_parity(session, module: ScoringModule, cases: dict, tolerance: float =
 def real_test_batch(run: LoadedRun, rows: int = 256) -> Batch | None:
     """A batch of the run's real test examples, when its dataset can still be rebuilt."""
     if run.data_options is None:
+        if run.data_options_problem:
+            log.warning("parity on real inputs skipped: %s", run.data_options_problem)
         return None
     from model.data.datasets import prepare_dataset
 
@@ -137,6 +139,8 @@ def test_split_auc(run: LoadedRun, sessions: dict[str, object], batch_size: int 
     from model.metrics import safe_auc
 
     if run.data_options is None:
+        if run.data_options_problem:
+            log.warning("test AUC of the exported graphs skipped: %s", run.data_options_problem)
         return None
     try:
         test = prepare_dataset(run.data_options).splits["test"]

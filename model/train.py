@@ -423,13 +423,22 @@ class LoadedRun:
     vocabularies: dict[str, Vocabulary]
     data_options: DataOptions | None
     train_config: TrainConfig
+    data_options_problem: str | None = None     # why `data_options` is None although the run recorded some
 
 
 def data_options_from_dict(raw: dict | None) -> DataOptions | None:
+    """Recorded data options (a run's or a prepared folder's). Fields this version does not know (an
+    older version's) are an error naming them: ignoring one could rebuild other data than the run's."""
     if raw is None:
         return None
     raw = dict(raw)
-    raw["synthetic"] = SyntheticConfig(**raw.get("synthetic", {}))
+    synthetic = dict(raw.get("synthetic", {}))
+    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(DataOptions)})
+    unknown += [f"synthetic.{name}" for name in sorted(set(synthetic) - {f.name for f in dataclasses.fields(SyntheticConfig)})]
+    if unknown:
+        raise ValueError(f"the recorded data options hold fields this version does not know: {unknown} (written "
+                         "by an older version); rebuild the data, or train the run again, with this version")
+    raw["synthetic"] = SyntheticConfig(**synthetic)
     return DataOptions(**raw)
 
 
@@ -446,15 +455,19 @@ def load_run(run_dir: Path) -> LoadedRun:
     vocabularies = {p.stem: Vocabulary.load(p) for p in sorted((run_dir / "vocab").glob("*.json"))}
     known_train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train_config = TrainConfig(**{k: v for k, v in checkpoint["train_config"].items() if k in known_train_fields})
-    return LoadedRun(model, checkpoint["model_name"], schema, vocabularies,
-                     data_options_from_dict(checkpoint["data_options"]), train_config)
+    try:    # the model stays usable (export, diagnostics) when only its data cannot be rebuilt
+        data_options, problem = data_options_from_dict(checkpoint["data_options"]), None
+    except ValueError as error:
+        data_options, problem = None, str(error)
+    return LoadedRun(model, checkpoint["model_name"], schema, vocabularies, data_options, train_config, problem)
 
 
 def evaluate_run(run_dir: Path, data_dir: str | None = None) -> dict:
     """Rebuilds the run's test split from its recorded data options and recomputes the metrics."""
     run = load_run(run_dir)
     if run.data_options is None:
-        raise ValueError(f"{run_dir} records no data options, so its test split cannot be rebuilt")
+        raise ValueError(f"{run_dir}: its test split cannot be rebuilt: "
+                         f"{run.data_options_problem or 'the run records no data options'}")
     options = run.data_options if data_dir is None else dataclasses.replace(run.data_options, data_dir=data_dir)
     data = prepare_dataset(options)
     changed = [name for name, vocab in run.vocabularies.items() if data.vocabularies.get(name) != vocab]

@@ -1,9 +1,11 @@
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig
@@ -157,3 +159,17 @@ def test_sainet_train_defaults_are_train_configs():
     train_line = next(line.split("sainet ", 1)[1] for line in makefile.splitlines() if "sainet train" in line)
     made = build_parser().parse_args(train_line.replace("$(DEFAULT_RUN)", "runs/default").split())
     assert (made.epochs, made.max_steps) == (config.epochs, config.max_steps)
+
+
+def test_a_run_from_an_older_version_loads_and_says_why_its_data_cannot_be_rebuilt(tiny_run, tmp_path):
+    out, _, data = tiny_run
+    old = tmp_path / "old-run"
+    shutil.copytree(out, old)
+    checkpoint = torch.load(old / "checkpoint.pt", map_location="cpu", weights_only=True)
+    checkpoint["data_options"]["synthetic"]["sharpness"] = 4.0      # a field of an older synthetic world
+    torch.save(checkpoint, old / "checkpoint.pt")
+    run = load_run(old)
+    assert run.data_options is None and "synthetic.sharpness" in run.data_options_problem
+    assert np.isfinite(predict(run.model, data.splits["test"])).all()     # the model itself still serves
+    with pytest.raises(ValueError, match="synthetic.sharpness"):
+        evaluate_run(old)
