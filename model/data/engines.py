@@ -22,7 +22,8 @@ tests hold the two paths to the same examples:
   such as sampled negatives, share their positive's history and never enter one); left-padded with
   0 so that the most recent behaviour sits last;
 * numeric features (fractional float columns, or declared): statistics of the training split
-  (PERCENTILE_DISC clip bounds, mean and std of the clipped values), then the SQL spelling of
+  (clip bounds: PERCENTILE_DISC for standard scaling, MIN and MAX for min-max; mean and std of the
+  clipped values), then the SQL spelling of
   `sainet.numeric.NumericFeature.transform` (`numeric_sql`), written as float32.
 
 Layout of a prepared folder (streamable: shards of examples, histories as fixed-width list columns):
@@ -284,11 +285,13 @@ def vocabulary_sql(d: _Dialect, column: str) -> str:
             f"WHERE _split = 'train' GROUP BY {d.q(column)}) v")
 
 
-def numeric_stats_sql(d: _Dialect, column: str) -> str:
-    """Clip bounds of a numeric column on the training split (its finite values)."""
+def numeric_stats_sql(d: _Dialect, column: str, scaling: str = "standard") -> str:
+    """Clip bounds of a numeric column on the training split (its finite values), as
+    `NumericFeature.fit` takes them: quantiles (standard) or the extremes (min-max)."""
     value = d.q(column)
-    return (f"SELECT COUNT({value}), {d.quantile(value, CLIP_QUANTILES[0])}, {d.quantile(value, CLIP_QUANTILES[1])} "
-            f"FROM examples WHERE _split = 'train' AND {value} IS NOT NULL")
+    bounds = (f"MIN({value}), MAX({value})" if scaling == "min-max"
+              else f"{d.quantile(value, CLIP_QUANTILES[0])}, {d.quantile(value, CLIP_QUANTILES[1])}")
+    return f"SELECT COUNT({value}), {bounds} FROM examples WHERE _split = 'train' AND {value} IS NOT NULL"
 
 
 def numeric_moments_sql(d: _Dialect, column: str, low: float, high: float) -> str:
@@ -627,13 +630,15 @@ class _SparkEngine:
 def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history_length: int, split: str,
                       split_seed: int, features: list[CategoricalFeature] | None = None,
                       scenario_order: list[str] | None = None, engine: EngineOptions = EngineOptions(),
-                      data_options: dict | None = None, spark=None, numeric: tuple[str, ...] = ()) -> dict:
+                      data_options: dict | None = None, spark=None, numeric: tuple[str, ...] = (),
+                      numeric_scaling: dict[str, str] | None = None) -> dict:
     """Prepares a canonical log held in `files` into `out_dir` (see the module docstring's layout).
 
     `features` (with their sides) and `scenario_order` as an adapter declares them; None infers the
     features from the log's extra columns and sorts the training split's scenarios, as
     `validate_log` and `build_prepared_data` do; `numeric` names columns read as numbers (besides,
-    when inferring, the fractional float columns). Returns the summary written to prepared.json.
+    when inferring, the fractional float columns), `numeric_scaling` a scaling other than standard
+    (`sainet.numeric.SCALINGS`) for some of them. Returns the summary written to prepared.json.
     """
     if engine.engine not in ENGINES:
         raise ValueError(f"unknown engine {engine.engine!r}; choose from {ENGINES}")
@@ -652,7 +657,7 @@ def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history
               else _SparkEngine(engine, work_dir, spark))
     try:
         summary = _prepare(runner, files, out_dir, work_dir, dataset, history_length, split, split_seed,
-                           features, scenario_order, tuple(numeric))
+                           features, scenario_order, tuple(numeric), dict(numeric_scaling or {}))
     finally:
         runner.close()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -663,7 +668,8 @@ def prepare_log_files(files: list[Path], out_dir: Path, *, dataset: str, history
 
 def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history_length: int, split: str,
              split_seed: int, features: list[CategoricalFeature] | None,
-             scenario_order: list[str] | None, declared_numeric: tuple[str, ...] = ()) -> dict:
+             scenario_order: list[str] | None, declared_numeric: tuple[str, ...] = (),
+             numeric_scaling: dict[str, str] | None = None) -> dict:
     d = runner.dialect
     kinds, order_expr = runner.open_log([Path(f) for f in files])
     missing = [c for c in ("user_id", "item_id", "scenario", "timestamp", "label") if c not in kinds]
@@ -701,7 +707,12 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
         raise ValueError("split 'given' needs a 'split' column in the log")
     if features is None:
         features = _infer_sides(runner, names)
-    numeric_columns = [NumericColumn(f.name, f.side) for f in _infer_sides(runner, numeric_names)]
+    numeric_scaling = numeric_scaling or {}
+    if set(numeric_scaling) - set(numeric_names):
+        raise ValueError(f"numeric_scaling names columns {sorted(set(numeric_scaling) - set(numeric_names))} "
+                         "that are not numeric columns of the log")
+    numeric_columns = [NumericColumn(f.name, f.side, numeric_scaling.get(f.name, "standard"))
+                       for f in _infer_sides(runner, numeric_names)]
 
     # The time and given splits come from a row's own columns, so the ordering pass writes them too.
     if split == "time":
@@ -775,13 +786,14 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
 
 
 def _fit_numeric(runner, column: NumericColumn) -> NumericFeature:
-    """`NumericFeature.fit`, by the engine: order statistics for the clip bounds, then the moments."""
+    """`NumericFeature.fit`, by the engine: the clip bounds, then the moments of the clipped values."""
     d = runner.dialect
-    count, low, high = runner.rows(numeric_stats_sql(d, column.name))[0]
+    count, low, high = runner.rows(numeric_stats_sql(d, column.name, column.scaling))[0]
     if not count:
-        return NumericFeature(column.name, column.side)
+        return NumericFeature(column.name, column.side, scaling=column.scaling)
     mean, std = runner.rows(numeric_moments_sql(d, column.name, low, high))[0]
-    return NumericFeature.from_moments(column.name, column.side, float(mean), float(std), float(low), float(high))
+    return NumericFeature.from_moments(column.name, column.side, float(mean), float(std), float(low), float(high),
+                                       column.scaling)
 
 
 def _infer_sides(runner, names: list[str]) -> list[CategoricalFeature]:
@@ -817,14 +829,12 @@ def prepare_to_directory(options, out_dir: Path, engine: EngineOptions = EngineO
     if options.dataset == "logs":
         return prepare_log_files(log_files(Path(options.data_dir)), out_dir, numeric=tuple(options.numeric), **common)
     log = load_log(options)
-    if any(c.scaling != "standard" for c in log.numeric):
-        # the engines fit the clip bounds as quantiles (the standard rule); min-max bounds are fit in memory
-        raise ValueError(f"{options.dataset!r} with protocol {options.protocol!r} declares min-max numeric "
-                         "features, which the engines do not fit; prepare it in memory (without --engine)")
     work = engine_work_dir(engine, "sainet-log-")
     try:
         path = write_canonical_log(log.frame, work / "log.parquet")
         return prepare_log_files([path], out_dir, features=log.features, scenario_order=log.scenario_order,
-                                 numeric=tuple(c.name for c in log.numeric), **common)
+                                 numeric=tuple(c.name for c in log.numeric),
+                                 numeric_scaling={c.name: c.scaling for c in log.numeric if c.scaling != "standard"},
+                                 **common)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,10 @@ from model.data.synthetic import (
     generate_synthetic_chunks,
     write_synthetic_log,
 )
+from model.data.schema import FeatureSchema
+from model.testing import write_grouplens_folder
 from sainet.cli import main
+from sainet.numeric import NumericFeature
 from tests.model.data.conftest import assert_same_prepared, user_log
 
 SMALL = SyntheticConfig(users=300, items=80, events_per_user=30, seed=11)
@@ -159,3 +162,40 @@ def test_cli_generate_prepare_train(tmp_path, capsys):
     assert json.loads((run / "config.json").read_text())["data_options"]["dataset"] == "logs"
     assert main(["evaluate", "--run", str(run)]) == 0     # rebuilt from the recorded options
     assert json.loads(capsys.readouterr().out)["auc"] == trained["auc"]
+
+
+def test_min_max_numeric_features_match_the_in_memory_path(tmp_path):
+    # the Scenario-Wise Rec protocol's dense age: clip bounds are the training extremes, not quantiles
+    options = DataOptions(dataset="movielens-1m", data_dir=str(write_grouplens_folder(tmp_path)),
+                          split="random", protocol="scenario-wise-rec")
+    prepare_to_directory(options, tmp_path / "prepared")
+    expected = prepare_dataset(options)
+    assert [f.scaling for f in expected.schema.numeric_features] == ["min-max"]
+    assert_same_prepared(expected, PreparedData.load(tmp_path / "prepared"))
+
+
+def test_a_min_max_column_is_fit_on_the_training_extremes(tmp_path):
+    # 3,000 rows: the 0.999 quantile of the training split is below its outlier (1e12), its maximum
+    frame = user_log(rows=3000, seed=2)
+    frame.loc[7, "timestamp"] = 0           # the outlier in the training split
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    frame.to_parquet(logs / "part-00000.parquet", index=False)
+    common = dict(dataset="logs", history_length=4, split="time", split_seed=0)
+    prepare_log_files([logs / "part-00000.parquet"], tmp_path / "standard", **common)
+    prepare_log_files([logs / "part-00000.parquet"], tmp_path / "min-max", numeric_scaling={"dwell": "min-max"},
+                      **common)
+    (standard,) = [f for f in FeatureSchema.load(tmp_path / "standard" / "schema.json").numeric_features
+                   if f.name == "dwell"]
+    (fitted,) = [f for f in FeatureSchema.load(tmp_path / "min-max" / "schema.json").numeric_features
+                 if f.name == "dwell"]
+    # the time split's training rows: the first 80% by time, log order breaking ties
+    order = frame.assign(_row=np.arange(len(frame))).sort_values(["timestamp", "_row"], kind="stable")
+    train = order.iloc[: int(round(0.8 * len(frame)))]
+    expected = NumericFeature.fit("dwell", fitted.side, train["dwell"].to_numpy(), "min-max")
+    assert (fitted.scaling, fitted.low, fitted.high) == ("min-max", expected.low, 1e12)
+    assert fitted.mean == pytest.approx(expected.mean, rel=1e-6) and fitted.std == pytest.approx(expected.std, rel=1e-6)
+    assert standard.scaling == "standard" and standard.high < 1e12
+    with pytest.raises(ValueError, match="numeric_scaling names"):
+        prepare_log_files([logs / "part-00000.parquet"], tmp_path / "wrong", numeric_scaling={"gender": "min-max"},
+                          **common)

@@ -9,6 +9,7 @@ import pytest
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.engines import EngineOptions, prepare_to_directory
 from model.data.examples import PreparedData
+from model.testing import write_grouplens_folder
 from tests.model.data.conftest import assert_same_prepared, user_log
 
 SPARK = EngineOptions(engine="spark")
@@ -52,3 +53,10 @@ def test_amazon_matches_the_in_memory_path(spark, small_amazon_dir, tmp_path):
     options = DataOptions(dataset="amazon-cdsr", data_dir=str(small_amazon_dir), history_length=50)
     prepare_to_directory(options, tmp_path, SPARK, spark=spark)
     assert_same_prepared(prepare_dataset(options), PreparedData.load(tmp_path))
+
+
+def test_min_max_numeric_features_match_the_in_memory_path(spark, tmp_path):
+    options = DataOptions(dataset="movielens-1m", data_dir=str(write_grouplens_folder(tmp_path)),
+                          split="random", protocol="scenario-wise-rec")
+    prepare_to_directory(options, tmp_path / "prepared", SPARK, spark=spark)
+    assert_same_prepared(prepare_dataset(options), PreparedData.load(tmp_path / "prepared"))
