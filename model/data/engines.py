@@ -14,8 +14,9 @@ tests hold the two paths to the same examples:
 * vocabularies fit on the training split only, values in order of first appearance, index 0 padding,
   1 out-of-vocabulary;
 * history of an example: the user's N most recent behaviours strictly before it. Each row gets
-  `_index`, the number of behaviours before it in the total order (a running count in the same sort
-  that numbers the rows), so a behaviour's `_index` is its global index; the window `list(item) OVER
+  `_index`, the number of behaviours before it in the total order (the behaviours of the users
+  before its own, plus a running count within its user), so a behaviour's `_index` is its global
+  index; the window `list(item) OVER
   (PARTITION BY user ORDER BY _index ROWS BETWEEN N-1 PRECEDING AND CURRENT ROW)` over the
   behaviours gives, per behaviour, the history of every example whose most recent earlier behaviour
   it is, and each example carries that behaviour's index as its history key (non-behaviour rows,
@@ -255,15 +256,32 @@ def time_split_expression(keys: dict[int, tuple[float, int]], cuts: tuple[int, i
 
 
 def ordered_sql(split_expression: str | None = None) -> str:
-    """The log in its total order: `_row` numbers the rows, `_index` counts the behaviours before each
-    (both in one sort); `split_expression`, when the split needs no other order, adds `_split`."""
-    total_order = "ORDER BY _user_first, timestamp, _lo"
+    """The log in its total order: `_row` numbers the rows, `_index` counts the behaviours before each,
+    `_offset` is the `_index` of the user's first row; `split_expression`, when the split needs no
+    other order, adds `_split`.
+
+    Both numbers are a user's offset (the rows, or behaviours, of the users before them: a running
+    sum over one row per user) plus a count within the user (a window partitioned by user). No window
+    runs over all the rows at once, so a cluster engine spreads the work over its partitions."""
+    user_order = "PARTITION BY c.user_id ORDER BY c.timestamp, c._lo"
+    before = "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
     split = f", {split_expression} AS _split" if split_expression else ""
     return f"""
-SELECT c.*, ROW_NUMBER() OVER ({total_order}) - 1 AS _row,
-       COALESCE(SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) OVER ({total_order}
-           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _index{split}
-FROM (SELECT *, MIN(_lo) OVER (PARTITION BY user_id) AS _user_first FROM canon) c
+WITH users AS (
+    SELECT user_id, MIN(_lo) AS _user_first, COUNT(*) AS user_rows,
+           SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) AS user_behaviours
+    FROM canon GROUP BY user_id
+), offsets AS (
+    SELECT user_id, _user_first,
+           COALESCE(SUM(user_rows) OVER (ORDER BY _user_first {before}), 0) AS row_offset,
+           COALESCE(SUM(user_behaviours) OVER (ORDER BY _user_first {before}), 0) AS _offset
+    FROM users
+)
+SELECT c.*, o._user_first, CAST(o._offset AS BIGINT) AS _offset,
+       CAST(o.row_offset + ROW_NUMBER() OVER ({user_order}) - 1 AS BIGINT) AS _row,
+       CAST(o._offset + COALESCE(SUM(CASE WHEN c.is_behaviour THEN 1 ELSE 0 END) OVER ({user_order} {before}), 0)
+            AS BIGINT) AS _index{split}
+FROM canon c JOIN offsets o ON c.user_id = o.user_id
 """
 
 
@@ -306,9 +324,9 @@ def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str,
     recent behaviour strictly before it (-1 if none).
 
     Behaviours are numbered in the total order (user by first appearance, then time, then log order),
-    so a user's behaviours hold consecutive indices from `_offset`, the least `_index` of the user's
-    rows. An example with `_index` above its user's `_offset` has a behaviour of its own user just
-    before it: its key is `_index - 1`; along the total order the keys never decrease."""
+    so a user's behaviours hold consecutive indices from `_offset` (`ordered_sql`). An example with
+    `_index` above its user's `_offset` has a behaviour of its own user just before it: its key is
+    `_index - 1`; along the total order the keys never decrease."""
     joins, encoded = [], []
     for i, (column, output) in enumerate([("item_id", "item"), ("scenario", "scenario"),
                                           *[(f, f) for f in features]]):
@@ -318,14 +336,11 @@ def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str,
     oracle = ", e.oracle_prob" if has_oracle else ""
     return f"""
 WITH enc AS (
-    SELECT e._row, e._index, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
+    SELECT e._row, e._index, e._offset, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
            CAST(e.label AS FLOAT) AS label, {", ".join(encoded)}{oracle}
     FROM examples e {" ".join(joins)}
-), offsets AS (      -- _user_first: one integer per user, a cheaper join key than its id
-    SELECT _user_first, MIN(_index) AS _offset FROM enc GROUP BY _user_first
 )
-SELECT e.*, CAST(CASE WHEN e._index > o._offset THEN e._index - 1 ELSE -1 END AS BIGINT) AS _hist_key
-FROM enc e JOIN offsets o ON e._user_first = o._user_first
+SELECT *, CAST(CASE WHEN _index > _offset THEN _index - 1 ELSE -1 END AS BIGINT) AS _hist_key FROM enc
 """
 
 
