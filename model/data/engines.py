@@ -277,7 +277,7 @@ WITH users AS (
            COALESCE(SUM(user_behaviours) OVER (ORDER BY _user_first {before}), 0) AS _offset
     FROM users
 )
-SELECT c.*, o._user_first, CAST(o._offset AS BIGINT) AS _offset,
+SELECT c.*, CAST(o._offset AS BIGINT) AS _offset,
        CAST(o.row_offset + ROW_NUMBER() OVER ({user_order}) - 1 AS BIGINT) AS _row,
        CAST(o._offset + COALESCE(SUM(CASE WHEN c.is_behaviour THEN 1 ELSE 0 END) OVER ({user_order} {before}), 0)
             AS BIGINT) AS _index{split}
@@ -335,12 +335,10 @@ def keyed_examples_sql(d: _Dialect, features: list[str], vocab_tables: dict[str,
     encoded += [f"{numeric_sql(d, f'e.{d.q(f.name)}', f)} AS {d.q(f.name)}" for f in numeric]
     oracle = ", e.oracle_prob" if has_oracle else ""
     return f"""
-WITH enc AS (
-    SELECT e._row, e._index, e._offset, e._split, e.user_id, e._user_first, e.timestamp, e._lo, e.is_behaviour,
-           CAST(e.label AS FLOAT) AS label, {", ".join(encoded)}{oracle}
-    FROM examples e {" ".join(joins)}
-)
-SELECT *, CAST(CASE WHEN _index > _offset THEN _index - 1 ELSE -1 END AS BIGINT) AS _hist_key FROM enc
+SELECT e._row, e._index, e._split, e.user_id, e.timestamp, e.is_behaviour, CAST(e.label AS FLOAT) AS label,
+       CAST(CASE WHEN e._index > e._offset THEN e._index - 1 ELSE -1 END AS BIGINT) AS _hist_key,
+       {", ".join(encoded)}{oracle}
+FROM examples e {" ".join(joins)}
 """
 
 
