@@ -250,6 +250,18 @@ def decode_features(raw: dict, on_undecodable: Callable[[], None] = lambda: None
     return features
 
 
+def decode_user_state(raw_history, raw_features, on_undecodable: Callable[[], None]) -> UserState:
+    """One user's state from the two replies of its reads. A reply that is an error (a key of the
+    wrong type, say) counts as undecodable and reads as empty: it is that user's problem, not the batch's."""
+    if isinstance(raw_history, Exception):
+        on_undecodable()
+        raw_history = []
+    if isinstance(raw_features, Exception):
+        on_undecodable()
+        raw_features = {}
+    return UserState(decode_history(raw_history, on_undecodable), decode_features(raw_features, on_undecodable))
+
+
 def _queue_append(pipe, prefix: str, user_id: str, behaviours_oldest_first: list[Behaviour],
                   history_length: int, ttl_seconds: int | None) -> None:
     key = history_key(prefix, user_id)
@@ -308,23 +320,12 @@ class RedisFeatureStore(_StoreSettings):
             for user_id in user_ids:
                 pipe.lrange(history_key(self.prefix, user_id), 0, history_length - 1)
                 pipe.hgetall(features_key(self.prefix, user_id))
-            # A reply that is an error (a key of the wrong type, say) is that user's problem, not the batch's.
             replies = await pipe.execute(raise_on_error=False)
         connection_errors = [r for r in replies if isinstance(r, (redis.ConnectionError, redis.TimeoutError))]
         if connection_errors:
             raise connection_errors[0]
-        states = []
-        for i in range(len(user_ids)):
-            raw_history, raw_features = replies[2 * i], replies[2 * i + 1]
-            if isinstance(raw_history, Exception):
-                self.on_undecodable()
-                raw_history = []
-            if isinstance(raw_features, Exception):
-                self.on_undecodable()
-                raw_features = {}
-            states.append(UserState(decode_history(raw_history, self.on_undecodable),
-                                    decode_features(raw_features, self.on_undecodable)))
-        return states
+        return [decode_user_state(replies[2 * i], replies[2 * i + 1], self.on_undecodable)
+                for i in range(len(user_ids))]
 
     async def append(self, events: list[NewEvent]) -> int:
         """One MULTI/EXEC of one script call per user: the whole request is stored or none of it."""
@@ -520,14 +521,7 @@ class RedisClusterFeatureStore(_StoreSettings):
                 refresh = True
                 states.append(UserState(degraded=True))
                 continue
-            if isinstance(raw_history, Exception):
-                self.on_undecodable()
-                raw_history = []
-            if isinstance(raw_features, Exception):
-                self.on_undecodable()
-                raw_features = {}
-            states.append(UserState(decode_history(raw_history, self.on_undecodable),
-                                    decode_features(raw_features, self.on_undecodable)))
+            states.append(decode_user_state(raw_history, raw_features, self.on_undecodable))
         if refresh:
             self._refresh_topology()
         return states

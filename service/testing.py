@@ -14,9 +14,13 @@ from service.server import server_config
 from service.settings import Settings
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def free_port() -> int:
+    """A loopback port free now (the one definition the tests, benchmarks and harnesses share)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
@@ -27,13 +31,13 @@ class LiveServer:
     def __init__(self, settings: Settings, start_timeout_seconds: float = 30.0):
         self.port = free_port()
         self.app = create_app(settings)
-        self.server = uvicorn.Server(server_config(self.app, settings, "127.0.0.1", self.port, log_level="warning"))
+        self.server = uvicorn.Server(server_config(self.app, settings, LOOPBACK, self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.start_timeout = start_timeout_seconds
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def core(self):

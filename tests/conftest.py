@@ -4,12 +4,12 @@ tests that need it skip with the reason when it is absent."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from service.embedded_redis import EmbeddedRedis
+from service.testing import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SAINET_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
@@ -30,12 +30,6 @@ def amazon_dir() -> Path:
 @pytest.fixture(scope="session")
 def movielens_dir() -> Path:
     return real_data_dir("movielens-1m")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

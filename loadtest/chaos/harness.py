@@ -36,16 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.chaos.procs import (
-    REPO_ROOT,
-    Managed,
-    ProxyProcess,
-    RedisProcess,
-    free_port,
-    http_get,
-    redis_client,
-    wait_for,
-)
+from loadtest.chaos.procs import REPO_ROOT, ProxyProcess, RedisProcess, cpus, redis_client
+from loadtest.procs import GroupProcess, free_port, http_ok, pinned, wait_until
 
 log = logging.getLogger("chaos")
 
@@ -159,7 +151,7 @@ class Service:
     def __init__(self, env: Env, target: Target):
         self.env, self.target = env, target
         self.port = free_port()
-        self.managed: Managed | None = None
+        self.managed: GroupProcess | None = None
         self.code = ""
         settings = {"model_dir": env.artifact_dir.parent.parent, "model_name": env.artifact_dir.parent.name,
                     "model_version": env.artifact_dir.name, "redis_url": env.proxy.url,
@@ -189,11 +181,12 @@ class Service:
                                f"not from {self.target.code_dir}")
         self.code = where
         command = [sys.executable, "-m", "sainet", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.managed = Managed(f"service-{self.target.label}", command, self.env.server_cpu, self.env.log_dir,
-                               env=self.environment, cwd=self.target.code_dir).start()
-        wait_for(lambda: http_get(self.url + "/v2/health/ready", timeout=2)[0] == 200,
-                 self.env.config.service_start_seconds, interval=0.2,
-                 what=f"service {self.target.label} ready", process=self.managed)
+        name = f"service-{self.target.label}"
+        self.managed = GroupProcess(name, pinned(command, cpus(self.env.server_cpu)),
+                                    self.env.log_dir / f"{name}.log", env=self.environment,
+                                    cwd=self.target.code_dir).start()
+        wait_until(lambda: http_ok(self.url + "/v2/health/ready", timeout=2), self.env.config.service_start_seconds,
+                   f"service {self.target.label} ready", interval=0.2, alive=self.managed.check_alive)
         return self
 
     def alive(self) -> bool:
@@ -201,7 +194,7 @@ class Service:
 
     def stop(self) -> None:
         if self.managed is not None:
-            self.managed.stop(grace=15)
+            self.managed.stop(grace_seconds=15)
 
     def settle(self, body: dict, timeout: float = 15.0) -> float | None:
         """Seconds until a /score answers 200 and not degraded (what one phase leaves behind, a full
@@ -235,7 +228,7 @@ class LoadRun:
         self.plan_path = Path(plan_path)
         self.out_path = self.plan_path.with_name(self.plan_path.name.replace("chaos-plan-", "chaos-result-"))
         self.plan_path.write_text(json.dumps(self.plan))
-        self.managed: Managed | None = None
+        self.managed: GroupProcess | None = None
 
     @property
     def start_at(self) -> float:
@@ -244,15 +237,16 @@ class LoadRun:
     def start(self) -> "LoadRun":
         command = [sys.executable, "-m", "loadtest.chaos.loadgen", "--plan", str(self.plan_path),
                    "--out", str(self.out_path)]
-        self.managed = Managed("loadgen", command, self.env.load_cpu, self.env.log_dir, cwd=REPO_ROOT,
-                               env={"PYTHONPATH": str(REPO_ROOT)}).start()
+        self.managed = GroupProcess("loadgen", pinned(command, cpus(self.env.load_cpu)),
+                                    self.env.log_dir / "loadgen.log", cwd=REPO_ROOT,
+                                    env={"PYTHONPATH": str(REPO_ROOT)}).start()
         return self
 
     def result(self, timeout: float) -> dict:
         try:
             self.managed.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.managed.stop(grace=2)
+            self.managed.stop(grace_seconds=2)
             raise TimeoutError(f"the load generator did not finish within {timeout:.0f} s")
         finally:
             self.plan_path.unlink(missing_ok=True)
@@ -265,7 +259,7 @@ class LoadRun:
 
     def stop(self) -> None:
         if self.managed is not None:
-            self.managed.stop(grace=2)
+            self.managed.stop(grace_seconds=2)
         self.plan_path.unlink(missing_ok=True)
         self.out_path.unlink(missing_ok=True)
 
@@ -512,7 +506,7 @@ def scenario_kill(env: Env, service: Service, sustainable: float) -> dict:
         t_restarted = time.monotonic()
         probe = redis_client(env.proxy.port, timeout=0.5)
         try:
-            wait_for(lambda: probe.ping(), 10.0, interval=0.01, what="Redis through the proxy")
+            wait_until(probe.ping, 10.0, "Redis through the proxy", interval=0.01)
         finally:
             probe.close()
         t_back = time.monotonic()

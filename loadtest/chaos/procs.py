@@ -1,117 +1,26 @@
-"""Processes of a chaos run: each started in its own process group (a new session), pinned to a
-CPU with `taskset`, logged to a file and always stopped by group (SIGTERM, then SIGKILL)."""
+"""Processes of a chaos run (`loadtest.procs.GroupProcess`: each in its own process group, pinned to
+a CPU with `taskset`, logged to a file and always stopped by group, SIGTERM then SIGKILL): the Redis
+that gets killed and the proxy that cuts or slows the service's way to it."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import redis
 
 from loadtest.chaos.proxy import ProxyControl
+from loadtest.procs import GroupProcess, free_port, pinned, wait_until
 from service.embedded_redis import probe_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(command: list[str], cpu: int | None) -> list[str]:
-    if cpu is None or shutil.which("taskset") is None:
-        return command
-    return ["taskset", "-c", str(cpu), *command]
-
-
-class Managed:
-    """One subprocess (and everything it starts) in its own process group."""
-
-    def __init__(self, name: str, command: list[str], cpu: int | None, log_dir: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None):
-        self.name, self.command, self.cpu = name, pinned(command, cpu), cpu
-        self.env = {**os.environ, **(env or {})}
-        self.cwd = cwd
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Managed":
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        finally:
-            log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        self.signal_group(signal.SIGKILL)    # whatever the group still holds
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.signal_group(signal.SIGKILL)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def wait_for(check, timeout: float, interval: float = 0.05, what: str = "condition", process: Managed | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not process.alive():
-            raise RuntimeError(f"{process.name} exited ({process.process.returncode}); log:\n{process.log_tail()}")
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not within {timeout:g} s")
+def cpus(cpu: int | None) -> list[int] | None:
+    """The chaos harness pins each process to one CPU (or none)."""
+    return None if cpu is None else [cpu]
 
 
 def redis_binary() -> str:
@@ -134,7 +43,7 @@ class RedisProcess:
     def __init__(self, port: int, cpu: int | None, log_dir: Path):
         self.port, self.cpu, self.log_dir = port, cpu, Path(log_dir)
         self.data_dir = Path(tempfile.mkdtemp(prefix="chaos-redis-"))
-        self.managed: Managed | None = None
+        self.managed: GroupProcess | None = None
 
     @property
     def url(self) -> str:
@@ -147,10 +56,11 @@ class RedisProcess:
         command = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                    "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--protected-mode", "yes",
                    "--maxclients", "10000"]
-        self.managed = Managed("redis", command, self.cpu, self.log_dir).start()
+        self.managed = GroupProcess("redis", pinned(command, cpus(self.cpu)), self.log_dir / "redis.log").start()
         client = self.client(0.5)
         try:
-            wait_for(lambda: client.ping(), timeout, what=f"redis on port {self.port}", process=self.managed)
+            wait_until(client.ping, timeout, f"redis on port {self.port}", interval=0.05,
+                       alive=self.managed.check_alive)
         finally:
             client.close()
         return self
@@ -169,7 +79,7 @@ class RedisProcess:
 
     def stop(self) -> None:
         if self.managed is not None:
-            self.managed.stop(grace=5)
+            self.managed.stop(grace_seconds=5)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -181,7 +91,7 @@ class ProxyProcess:
         self.cpu, self.log_dir = cpu, Path(log_dir)
         self.ready_file = Path(tempfile.mkstemp(prefix="chaos-proxy-", suffix=".ready")[1])
         self.ready_file.unlink()
-        self.managed: Managed | None = None
+        self.managed: GroupProcess | None = None
         self.control = ProxyControl(self.control_port)
 
     @property
@@ -192,20 +102,13 @@ class ProxyProcess:
         command = [sys.executable, "-m", "loadtest.chaos.proxy", "--listen-port", str(self.port),
                    "--target-port", str(self.target_port), "--control-port", str(self.control_port),
                    "--ready-file", str(self.ready_file)]
-        self.managed = Managed("proxy", command, self.cpu, self.log_dir, cwd=REPO_ROOT,
-                               env={"PYTHONPATH": str(REPO_ROOT)}).start()
-        wait_for(self.ready_file.exists, timeout, what="the proxy", process=self.managed)
+        self.managed = GroupProcess("proxy", pinned(command, cpus(self.cpu)), self.log_dir / "proxy.log",
+                                    cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}).start()
+        wait_until(self.ready_file.exists, timeout, "the proxy", interval=0.05, alive=self.managed.check_alive)
         return self
 
     def stop(self) -> None:
         if self.managed is not None:
-            self.managed.stop(grace=5)
+            self.managed.stop(grace_seconds=5)
         self.ready_file.unlink(missing_ok=True)
 
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()

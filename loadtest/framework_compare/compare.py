@@ -38,57 +38,22 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from loadtest.procs import proc_stats, process_tree  # noqa: E402
 from model.provenance import git_commit  # noqa: E402
-from sainet.bench.runner import (BenchConfig, Server, find_sustainable_rate, free_port, machine,  # noqa: E402
-                                 pick_cpus, resolve_artifact_dir, run_load, seed_users)
+from sainet.bench.runner import (BenchConfig, Server, find_sustainable_rate, machine, pick_cpus,  # noqa: E402
+                                 resolve_artifact_dir, run_load, seed_users)
 from service.artifact import Artifact  # noqa: E402
 from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.testing import free_port  # noqa: E402
 
 log = logging.getLogger("framework_compare")
 
 
 def process_tree_cpu_seconds(pid: int) -> float:
     """utime + stime of a process and all its descendants (LitServe runs several processes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()     # after "pid (comm) "
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(times.get(p, 0.0) for p in tree)
-
-
-def process_tree(pid: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    tree, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [c for c, p in parents.items() if p == parent and c not in tree]
-        tree += children
-        frontier += children
-    return tree
+    stats = proc_stats()
+    return sum(stats[p].cpu_seconds for p in process_tree(pid, stats) if p in stats)
 
 
 def tree_affinity(pid: int) -> list[int]:

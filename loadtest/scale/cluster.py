@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.scale.cpu import CpuMeter
-from loadtest.scale.procs import LOOPBACK, Proc, cluster_port, free_port, pinned, wait_until
+from loadtest.procs import LOOPBACK, GroupProcess, cluster_port, free_port, pinned, wait_until
 
 log = logging.getLogger(__name__)
 SLOTS = 16384
@@ -58,7 +58,7 @@ class LocalCluster:
     def __init__(self, root: Path, log_dir: Path, cpus: list[int] | None = None, masters: int = 3):
         self.root, self.log_dir, self.cpus = Path(root), Path(log_dir), cpus
         self.ports = [cluster_port() for _ in range(masters)]
-        self.procs: list[Proc] = []
+        self.procs: list[GroupProcess] = []
         self.created_with = ""
 
     @property
@@ -72,7 +72,7 @@ class LocalCluster:
         for port in self.ports:
             data = self.root / str(port)
             data.mkdir(parents=True)
-            self.procs.append(Proc(f"cluster-{port}", pinned(
+            self.procs.append(GroupProcess(f"cluster-{port}", pinned(
                 [binary, "--port", str(port), "--bind", LOOPBACK, "--dir", str(data), "--cluster-enabled", "yes",
                  "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "5000",
                  "--save", "", "--appendonly", "no"], self.cpus), self.log_dir / f"cluster-{port}.log").start())
@@ -190,9 +190,9 @@ def run_part(work_dir: Path, log_dir: Path, items: list[str], scenarios: list[st
     try:
         port = free_port()
         (work_dir / "single").mkdir(parents=True)
-        single = Proc("redis-single", pinned([_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--dir",
-                                              str(work_dir / "single"), "--save", "", "--appendonly", "no"], cpus),
-                      log_dir / "redis-single.log").start()
+        command = [_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--dir", str(work_dir / "single"),
+                   "--save", "", "--appendonly", "no"]
+        single = GroupProcess("redis-single", pinned(command, cpus), log_dir / "redis-single.log").start()
         stack.append(single.stop)
         client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=1)
         try:

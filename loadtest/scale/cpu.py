@@ -4,28 +4,15 @@ can say who used which share of the cores (and whether anything else was running
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
-
+from loadtest.procs import proc_stats
 
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process whose process group is `pgid` (all threads)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()   # after "pid (comm) "
-        if int(fields[2]) == pgid:                     # field 5 of stat: pgrp
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return total / TICK
+    return sum(stat.cpu_seconds for stat in proc_stats().values() if stat.group == pgid)
 
 
 def cores_busy() -> dict[str, tuple[int, int]]:

@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.scale.procs import LOOPBACK, Proc, http_ok, wait_until
+from loadtest.procs import LOOPBACK, GroupProcess, http_ok, pinned, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
@@ -117,14 +117,13 @@ class Nginx:
 
     def __init__(self, name: str, upstreams: list[int], listen_port: int, run_dir: Path, log_dir: Path,
                  binary: str | None = None, cpus: list[int] | None = None):
-        from loadtest.scale.procs import pinned
-
         self.binary = binary or nginx_binary()
         if self.binary is None:
             raise RuntimeError("nginx is not installed (needed for the replicas behind nginx)")
         self.name, self.port, self.upstreams = name, listen_port, upstreams
         self.conf = render_file(upstreams, listen_port, run_dir)
-        self.proc = Proc(name, pinned(nginx_command(self.binary, self.conf), cpus), Path(log_dir) / f"{name}.log")
+        self.proc = GroupProcess(name, pinned(nginx_command(self.binary, self.conf), cpus),
+                                 Path(log_dir) / f"{name}.log")
 
     @property
     def url(self) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from loadtest.scale.cpu import CpuMeter
 from loadtest.scale.nginx import Nginx
-from loadtest.scale.procs import LOOPBACK, Proc, free_port, http_get, http_ok, pinned, wait_until
+from loadtest.procs import LOOPBACK, GroupProcess, free_port, http_get, http_ok, pinned, wait_until
 from sainet.bench.runner import sustained
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Replica:
                "SAINET_INTRA_OP_THREADS": "1", "SAINET_RELOAD_POLL_SECONDS": "0",
                "SAINET_HISTORY_LENGTH": str(history_length)}
         command = [sys.executable, "-m", "sainet.cli", "serve", "--host", LOOPBACK, "--port", str(self.port)]
-        self.proc = Proc(f"replica-{name}", pinned(command, [cpu]), Path(log_dir) / f"replica-{name}.log", env=env)
+        self.proc = GroupProcess(f"replica-{name}", pinned(command, [cpu]), Path(log_dir) / f"replica-{name}.log",
+                                 env=env)
 
     @property
     def url(self) -> str:
@@ -191,9 +192,9 @@ def run_part(artifact_dir: Path, work_dir: Path, log_dir: Path, replica_cpus: li
         redis_port = free_port()
         redis_dir = work_dir / "redis"
         redis_dir.mkdir(parents=True)
-        redis = Proc("redis", pinned([redis_server_binary(), "--port", str(redis_port), "--bind", LOOPBACK,
-                                      "--dir", str(redis_dir), "--save", "", "--appendonly", "no"], load_cpus),
-                     log_dir / "redis.log").start()
+        command = [redis_server_binary(), "--port", str(redis_port), "--bind", LOOPBACK, "--dir", str(redis_dir),
+                   "--save", "", "--appendonly", "no"]
+        redis = GroupProcess("redis", pinned(command, load_cpus), log_dir / "redis.log").start()
         stack.append(redis.stop)
         import redis as redis_py
 

@@ -48,9 +48,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import LinearInit, init_baseline_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, LastDimBatchNorm
+from model.layers.towers import LastDimBatchNorm
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 PrunerForm = Literal["binarization", "fusion"]
@@ -88,10 +89,7 @@ class DomainPruner(nn.Module):
 
 class AdaSparse(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
+    class Config(BaselineConfig):
         alpha: float = 1.0              # sigmoid slope (straight-through gradient scale)
         epsilon: float = 0.5            # a neuron is pruned when sigmoid(alpha * v) < epsilon (0 < eps < 1)
         sparsity_min: float = 0.15      # r_min
@@ -102,11 +100,6 @@ class AdaSparse(nn.Module):
         alpha_step: float = 0.0         # added to alpha at every training forward (AdaSparse's annealing)
         prune_input: bool = False       # a pruner on the input fields too, before the first layer
         pruner_bias: bool = True
-        dropout: float = 0.0            # after every hidden ReLU
-        batch_norm: bool = False        # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
-        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
-        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
-        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()

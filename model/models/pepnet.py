@@ -39,9 +39,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import LinearInit, init_baseline_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, LastDimBatchNorm
+from model.layers.towers import LastDimBatchNorm
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 # "pepnet": the paper's EPNet + PPNet; "ppnet": Scenario-Wise Rec's PPNet (the module docstring says how
@@ -95,20 +96,12 @@ class PPTower(nn.Module):
 
 class PEPNet(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
+    class Config(BaselineConfig):
         gamma: float = 2.0            # Gate NU scale: gates in (0, gamma)
         gate_hidden: int | None = 64  # Gate NU hidden width (not given by the paper); None: the gate's output width
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
         form: PEPNetForm = "pepnet"
         prior_fields: tuple[str, ...] = ()   # "ppnet": the prior's fields (`BaselineInputs.field_names`)
         scenario_towers: bool = False        # one PPNet tower per scenario, the target scenario's scores
-        dropout: float = 0.0                 # after every hidden ReLU
-        batch_norm: bool = False             # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
-        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
-        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
-        input_fields: tuple[str, ...] = ()        # "ppnet": the input fields kept (`BaselineInputs`); empty: all
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()

@@ -48,9 +48,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import LinearInit, init_baseline_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
+from model.layers.towers import MLPTower, relu_mlp
+from model.models.baseline_config import BaselineConfig
 from model.models.mmoe import gate_logits
 from model.models.registry import register_model
 
@@ -93,19 +94,11 @@ class ExtractionLevel(nn.Module):
 
 class PLE(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
-        tower: tuple[int, ...] = DEFAULT_HIDDEN   # per-level expert widths, then per-scenario tower widths
-        init_std: float = 0.05
+    class Config(BaselineConfig):
         levels: int = 2                           # extraction levels (1 = CGC)
         specific_experts: int = 1                 # per scenario and level
         shared_experts: int = 1                   # per level
         expert_layers: int = 1                    # widths of `tower` taken by each level's experts
-        dropout: float = 0.0                      # after every hidden ReLU
-        batch_norm: bool = False                  # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
-        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
-        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
-        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
         def __post_init__(self):
             if min(self.levels, self.specific_experts, self.shared_experts, self.expert_layers) < 1:

@@ -31,24 +31,17 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import LinearInit, init_baseline_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower, relu_mlp
+from model.layers.towers import MLPTower, relu_mlp
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 
 class SharedBottom(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
-        tower: tuple[int, ...] = DEFAULT_HIDDEN   # bottom + per-scenario tower widths, in order
-        init_std: float = 0.05
+    class Config(BaselineConfig):
         bottom_layers: int = 0                    # widths of `tower` in the bottom; 0: half, rounded up
-        dropout: float = 0.0                      # after every hidden ReLU
-        batch_norm: bool = False                  # BatchNorm after every hidden Linear (`LastDimBatchNorm`)
-        embedding_init_std: float | None = None   # N(0, this) for the embeddings; None: init_std
-        linear_init: LinearInit = "normal"        # "normal": N(0, init_std); "pytorch": PyTorch's default
-        input_fields: tuple[str, ...] = ()        # the input fields kept (`BaselineInputs`); empty: all
 
         def __post_init__(self):
             if not 0 <= self.bottom_layers <= len(self.tower) or not self.tower:

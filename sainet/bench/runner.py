@@ -22,7 +22,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from service.artifact import Artifact, list_versions, resolve_model_root
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
 from service.store import Behaviour, RedisBulkWriter
+from service.testing import free_port
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ def resolve_artifact_dir(model_dir: Path) -> Path:
     if not versions:
         raise FileNotFoundError(f"no model version under {model_dir}")
     return root / versions[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pick_cpus() -> tuple[int, int, bool]:

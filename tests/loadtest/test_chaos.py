@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from loadtest.chaos.procs import ProxyProcess, RedisProcess, free_port, redis_client  # noqa: E402
+from loadtest.chaos.procs import ProxyProcess, RedisProcess, redis_client  # noqa: E402
+from service.testing import free_port  # noqa: E402
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ code, and the CSV-to-PNG plot."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from export.onnx_export import export_run
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig
 from model.train import TrainConfig, train_model
+from service.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

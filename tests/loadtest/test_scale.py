@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:      # loadtest/ is not an installed package
 from loadtest.scale.cli import parse_cpus, plan_cpus  # noqa: E402
 from loadtest.scale.nginx import (SHIPPED_CONF, Nginx, RenderError, check_config, nginx_binary,  # noqa: E402
                                   render, render_file)
-from loadtest.scale.procs import free_port  # noqa: E402
+from service.testing import free_port  # noqa: E402
 
 
 def test_rendering_substitutes_only_the_container_bound_lines(tmp_path):
