@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,26 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.testing import LOOPBACK, free_port
+from service.testing import LOOPBACK, cluster_port, free_port
 
 __all__ = ["LOOPBACK", "GroupProcess", "ProcStat", "cluster_port", "free_port", "http_get", "http_ok", "pinned",
            "proc_stats", "process_tree", "wait_until"]
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10000 <= 65535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind((LOOPBACK, port + 10000))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
 
 
 def pinned(command: list[str], cpus: Sequence[int] | None) -> list[str]:

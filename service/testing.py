@@ -24,6 +24,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_port() -> int:
+    """A free port whose Redis Cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 <= 65535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind((LOOPBACK, port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
+
+
+# A test server's budgets: generous, so that a machine busy with other work (another test worker, a
+# JVM starting, a model training) does not turn a healthy read into a degraded answer. Tests of
+# timeouts and deadlines set their own.
+GENEROUS_BUDGETS = {"redis_timeout_ms": 2000, "redis_pool_timeout_ms": 2000, "request_timeout_ms": 5000}
+
+
+def settings_environment(values: dict) -> dict[str, str]:
+    """`Settings` field values as the environment variables a `sainet serve` process reads."""
+    prefix = Settings.model_config["env_prefix"]
+    return {f"{prefix}{name.upper()}": str(value) for name, value in values.items()}
+
+
 class LiveServer:
     """`with LiveServer(settings) as live:` serves on `live.url` until the block ends (a graceful
     shutdown, as SIGTERM would start)."""

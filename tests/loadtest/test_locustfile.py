@@ -16,7 +16,7 @@ from export.onnx_export import export_run
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.synthetic import SyntheticConfig
 from model.train import TrainConfig, train_model
-from service.testing import free_port
+from service.testing import GENEROUS_BUDGETS, free_port, settings_environment
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -32,9 +32,8 @@ def running_service(tmp_path_factory):
     port, redis_port = free_port(), free_port()
     # Generous budgets, as for every test server: the SLO gate below allows no failure, and a CI
     # machine busy with the other test worker must not turn a healthy write into a 503.
-    env = {**os.environ, "SAINET_EMBEDDED_REDIS_PORT": str(redis_port), "SAINET_INTRA_OP_THREADS": "1",
-           "SAINET_REDIS_TIMEOUT_MS": "2000", "SAINET_REDIS_POOL_TIMEOUT_MS": "2000",
-           "SAINET_REQUEST_TIMEOUT_MS": "5000"}
+    env = {**os.environ, **settings_environment({"embedded_redis_port": redis_port, "intra_op_threads": 1,
+                                                 **GENEROUS_BUDGETS})}
     env.pop("SAINET_REDIS_URL", None)
     server = subprocess.Popen([str(BIN / "sainet"), "serve", "--model-dir", str(root / "models"),
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -14,7 +14,7 @@ from model.data.datasets import DataOptions, prepare_dataset
 from model.train import TrainConfig, train_model
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
-from service.testing import LiveServer, free_port
+from service.testing import GENEROUS_BUDGETS, LiveServer, free_port
 
 HISTORY = 6
 
@@ -53,16 +53,12 @@ def history_length() -> int:
 
 @pytest.fixture(scope="session")
 def settings_for():
-    """settings_for(model_root, redis_url, **overrides): the settings of a test server. Its Redis
-    budget (2 s) and request deadline (5 s) are generous: a CI machine busy with the other test
-    worker (a JVM starting, a model training) must not turn a healthy read into a degraded answer.
-    Tests of timeouts and deadlines set their own."""
+    """settings_for(model_root, redis_url, **overrides): the settings of a test server, with the
+    generous Redis budget and request deadline of `GENEROUS_BUDGETS`."""
     def make(model_root: Path, redis_url: str, **overrides) -> Settings:
         values = dict(model_dir=model_root / "models", redis_url=redis_url, history_length=HISTORY,
-                      reload_poll_seconds=0, redis_timeout_ms=2000, redis_pool_timeout_ms=2000,
-                      request_timeout_ms=5000, max_candidates=50,
-                      max_body_bytes=20_000,
-                      intra_op_threads=1, max_wait_us=5000)
+                      reload_poll_seconds=0, max_candidates=50, max_body_bytes=20_000, intra_op_threads=1,
+                      max_wait_us=5000, **GENEROUS_BUDGETS)
         return Settings(**{**values, **overrides})
     return make
 

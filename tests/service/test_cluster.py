@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -24,23 +23,10 @@ from redis.crc import key_slot
 from service.embedded_redis import probe_client
 from service.store import (Behaviour, RedisClusterBulkWriter, RedisClusterFeatureStore, features_key,
                            history_key)
-from service.testing import LiveServer, free_port
+from service.testing import LiveServer, cluster_port, free_port
 
 SLOTS = 16384
 USERS = [f"u{k}" for k in range(60)]       # the users of tests/service/conftest.py::tiny_log
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
-    while True:
-        port = free_port()
-        if port + 10000 <= 65535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
 
 
 def _binary() -> str:
@@ -229,7 +215,9 @@ def test_seed_score_append_then_one_master_down(cluster, model_root, settings_fo
     victim = cluster.ports[1]
     dead, alive = by_port[victim], [u for u in USERS if u not in by_port[victim]]
 
-    settings = settings_for(model_root, cluster.url, redis_cluster=True, redis_timeout_ms=300)
+    # a short Redis budget (a dead node costs each batch at most this), long enough that a busy machine
+    # does not push a live node's reply past the node timeout (0.8 of it)
+    settings = settings_for(model_root, cluster.url, redis_cluster=True, redis_timeout_ms=1000)
     with LiveServer(settings) as live, httpx.Client(base_url=live.url, timeout=10) as http:
         before = {}
         for user in USERS:
