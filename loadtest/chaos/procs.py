@@ -13,7 +13,7 @@ import redis
 
 from loadtest.chaos.proxy import ProxyControl
 from loadtest.procs import GroupProcess, free_port, pinned, wait_until
-from service.embedded_redis import probe_client
+from service.embedded_redis import probe_client, redis_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,14 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def cpus(cpu: int | None) -> list[int] | None:
     """The chaos harness pins each process to one CPU (or none)."""
     return None if cpu is None else [cpu]
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-    if found:
-        return found
-    from service.embedded_redis import redis_server_binary
-    return redis_server_binary()
 
 
 def redis_client(port: int, timeout: float = 5.0) -> redis.Redis:
@@ -53,7 +45,7 @@ class RedisProcess:
         return redis_client(self.port, timeout)
 
     def start(self, timeout: float = 15.0) -> "RedisProcess":
-        command = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                    "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--protected-mode", "yes",
                    "--maxclients", "10000"]
         self.managed = GroupProcess("redis", pinned(command, cpus(self.cpu)), self.log_dir / "redis.log").start()

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.scale.cpu import CpuMeter
 from loadtest.procs import LOOPBACK, GroupProcess, cluster_port, free_port, pinned, wait_until
+from loadtest.scale.cpu import CpuMeter
+from service.embedded_redis import redis_server_binary
 
 log = logging.getLogger(__name__)
 SLOTS = 16384
@@ -46,12 +47,6 @@ class ClusterConfig:
         return cls(users=500, repetitions=300, warmup=30)
 
 
-def _redis_server() -> str:
-    from service.embedded_redis import redis_server_binary
-
-    return redis_server_binary()
-
-
 class LocalCluster:
     """Three masters on free loopback ports, no replicas."""
 
@@ -68,7 +63,7 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> None:
         import redis
 
-        binary = _redis_server()
+        binary = redis_server_binary()
         for port in self.ports:
             data = self.root / str(port)
             data.mkdir(parents=True)
@@ -190,7 +185,7 @@ def run_part(work_dir: Path, log_dir: Path, items: list[str], scenarios: list[st
     try:
         port = free_port()
         (work_dir / "single").mkdir(parents=True)
-        command = [_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--dir", str(work_dir / "single"),
+        command = [redis_server_binary(), "--port", str(port), "--bind", LOOPBACK, "--dir", str(work_dir / "single"),
                    "--save", "", "--appendonly", "no"]
         single = GroupProcess("redis-single", pinned(command, cpus), log_dir / "redis-single.log").start()
         stack.append(single.stop)

