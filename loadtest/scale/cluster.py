@@ -2,7 +2,8 @@
 
 A real local cluster: three `redis-server --cluster-enabled yes` on loopback joined by
 `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes` (CLUSTER ADDSLOTS / MEET when
-redis-cli is missing, as tests/service/test_cluster.py does), and one plain redis-server. The same
+redis-cli is missing; `loadtest.redis_cluster`, as tests/service/test_cluster.py uses), and one plain
+redis-server. The same
 users (N behaviours each and a small feature hash) are written to both with the service's bulk
 writers, then `RedisFeatureStore.fetch` and `RedisClusterFeatureStore.fetch` are timed on the same
 random batches of B users, interleaved (per repetition the order of the sizes is shuffled and the
@@ -15,21 +16,19 @@ import asyncio
 import logging
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from loadtest.procs import LOOPBACK, GroupProcess, cluster_port, free_port, pinned, wait_until
+from loadtest.procs import LOOPBACK, GroupProcess, free_port, pinned, wait_until
+from loadtest.redis_cluster import LocalRedisCluster
 from loadtest.scale.cpu import CpuMeter
 from service.embedded_redis import redis_server_binary
 
 log = logging.getLogger(__name__)
-SLOTS = 16384
 
 
 @dataclass(frozen=True)
@@ -45,67 +44,6 @@ class ClusterConfig:
     @classmethod
     def quick(cls) -> "ClusterConfig":
         return cls(users=500, repetitions=300, warmup=30)
-
-
-class LocalCluster:
-    """Three masters on free loopback ports, no replicas."""
-
-    def __init__(self, root: Path, log_dir: Path, cpus: list[int] | None = None, masters: int = 3):
-        self.root, self.log_dir, self.cpus = Path(root), Path(log_dir), cpus
-        self.ports = [cluster_port() for _ in range(masters)]
-        self.procs: list[GroupProcess] = []
-        self.created_with = ""
-
-    @property
-    def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.ports[0]}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        import redis
-
-        binary = redis_server_binary()
-        for port in self.ports:
-            data = self.root / str(port)
-            data.mkdir(parents=True)
-            self.procs.append(GroupProcess(f"cluster-{port}", pinned(
-                [binary, "--port", str(port), "--bind", LOOPBACK, "--dir", str(data), "--cluster-enabled", "yes",
-                 "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "5000",
-                 "--save", "", "--appendonly", "no"], self.cpus), self.log_dir / f"cluster-{port}.log").start())
-        clients = [redis.Redis(host=LOOPBACK, port=p, socket_timeout=2) for p in self.ports]
-        try:
-            for proc, client in zip(self.procs, clients):
-                wait_until(client.ping, 20, f"cluster node {proc.name} to answer", alive=proc.check_alive)
-            cli = shutil.which("redis-cli")
-            if cli:
-                answer = subprocess.run([cli, "--cluster", "create", *[f"{LOOPBACK}:{p}" for p in self.ports],
-                                         "--cluster-replicas", "0", "--cluster-yes"],
-                                        capture_output=True, text=True, timeout=timeout)
-                (self.log_dir / "cluster-create.log").write_text(answer.stdout + answer.stderr)
-                if answer.returncode != 0:
-                    raise RuntimeError(f"redis-cli --cluster create failed: {(answer.stdout + answer.stderr)[-800:]}")
-                self.created_with = "redis-cli --cluster create --cluster-replicas 0"
-            else:
-                bounds = [SLOTS * i // len(clients) for i in range(len(clients) + 1)]
-                for client, lo, hi in zip(clients, bounds, bounds[1:]):
-                    client.execute_command("CLUSTER ADDSLOTS", *range(lo, hi))
-                for port in self.ports[1:]:
-                    clients[0].execute_command("CLUSTER MEET", LOOPBACK, port)
-                self.created_with = "CLUSTER ADDSLOTS / CLUSTER MEET (no redis-cli on PATH)"
-            wait_until(lambda: all(self._ready(c) for c in clients), timeout, "cluster_state:ok on every node")
-        finally:
-            for client in clients:
-                client.close()
-
-    def _ready(self, client) -> bool:
-        info = client.execute_command("CLUSTER INFO")
-        if isinstance(info, bytes):
-            info = dict(line.split(":", 1) for line in info.decode().split() if ":" in line)
-        info = {str(k): str(v) for k, v in info.items()}
-        return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(self.ports))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop(grace_seconds=5)
 
 
 def make_users(config: ClusterConfig, items: list[str], scenarios: list[str]):
@@ -194,7 +132,7 @@ def run_part(work_dir: Path, log_dir: Path, items: list[str], scenarios: list[st
             wait_until(client.ping, 20, "the single redis-server to answer", alive=single.check_alive)
         finally:
             client.close()
-        cluster = LocalCluster(work_dir / "cluster", log_dir, cpus)
+        cluster = LocalRedisCluster(work_dir / "cluster", log_dir, node_timeout_ms=5000, cpus=cpus)
         stack.append(cluster.stop)
         cluster.start()
         single_url = f"redis://{LOOPBACK}:{port}/0"
@@ -217,7 +155,7 @@ def run_part(work_dir: Path, log_dir: Path, items: list[str], scenarios: list[st
         per_node = {p: sum(1 for v in node_port.values() if v == p) for p in cluster.ports}
         log.info("timing fetches: B in %s, %d repetitions", config.batch_sizes, config.repetitions)
         groups = {"client (this process)": os.getpgrp(), "single redis": single.pid,
-                  **{f"master :{proc.name.split('-')[-1]}": proc.pid for proc in cluster.procs}}
+                  **{f"master :{proc.name.split('-')[-1]}": proc.pid for proc in cluster.nodes.values()}}
         with CpuMeter(groups, children_label="children") as meter:
             result = asyncio.run(time_fetches(single_url, cluster.url, list(histories), config,
                                               node_port.__getitem__))

@@ -55,7 +55,6 @@ def _loadavg(values: list[float]) -> str:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    cpus = r["cpus"]
     lines = ["# Scaling out on loopback: replicas behind nginx, Redis Cluster", "",
              f"Machine: {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, onnxruntime {m['onnxruntime']}, "
              f"{m.get('nginx')}, {m.get('redis')}. Commit `{r['commit'][:10]}`, started {r['started_at'][:19]}Z, "

