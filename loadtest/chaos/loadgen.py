@@ -12,8 +12,8 @@ running, together, what a phase needs, and recording every request:
   reset) is sent again, same body and same `event_id`s, until it is answered 200; a share of the
   answered ones is sent once more on purpose (a duplicate delivery).
 
-Times are `time.monotonic()` (CLOCK_MONOTONIC: one clock for every process on the machine), so the
-harness can put its own actions (a delay set, Redis killed) on the same timeline.
+The HTTP client and the open loop's arrivals are `sainet.bench.http`'s; its times are `time.monotonic()`,
+so the harness can put its own actions (a delay set, Redis killed) on the same timeline.
 
 `python -m loadtest.chaos.loadgen --plan plan.json --out result.json`
 """
@@ -29,57 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-MAX_IDLE_SECONDS = 3.0     # uvicorn closes keep-alive connections idle for 5 s
-CLIENT_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError)
-
-
-def build_request(method: str, host: str, path: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-    for name, value in (headers or {}).items():
-        lines.append(f"{name}: {value}")
-    if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
-
-
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-        self.last_used = time.monotonic()
-        self.closed = False
-
-    @classmethod
-    async def open(cls, host: str, port: int, timeout: float) -> "Connection":
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        return cls(reader, writer)
-
-    async def exchange(self, request: bytes, timeout: float) -> tuple[int, bytes]:
-        """Sends one request, reads the whole answer: (status, body)."""
-        self.writer.write(request)
-        async with asyncio.timeout(timeout):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            status = int(lines[0].split(b" ", 2)[1])
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    self.closed = True
-            body = await self.reader.readexactly(length) if length else b""
-        self.last_used = time.monotonic()
-        return status, body
-
-    def close(self) -> None:
-        self.closed = True
-        try:
-            self.writer.close()
-        except Exception:
-            pass
-
+from sainet.bench.http import (CLIENT_ERRORS, Connection, Pool, build_request, client_error_status,
+                               fixed_rate)
 
 def degraded_flag(status: int | str, body: bytes) -> int:
     """1/0 for a 200 /score answer's "degraded", -1 otherwise."""
@@ -95,43 +46,14 @@ class Recorder:
         self.status: list[str] = []
         self.degraded: list[int] = []
 
-    def add(self, scheduled: float, status, degraded: int) -> None:
+    def add(self, scheduled: float, status, degraded: int, done: float | None = None) -> None:
         self.t_sched.append(round(scheduled, 6))
-        self.t_done.append(round(time.monotonic(), 6))
+        self.t_done.append(round(time.monotonic() if done is None else done, 6))
         self.status.append(str(status))
         self.degraded.append(degraded)
 
     def dump(self) -> dict:
         return {"t_sched": self.t_sched, "t_done": self.t_done, "status": self.status, "degraded": self.degraded}
-
-
-class Pool:
-    """Idle keep-alive connections for the open loop (one request per connection at a time)."""
-
-    def __init__(self, host: str, port: int, timeout: float):
-        self.host, self.port, self.timeout = host, port, timeout
-        self.idle: list[Connection] = []
-        self.opened = 0
-
-    async def get(self) -> Connection:
-        while self.idle:
-            connection = self.idle.pop()
-            if time.monotonic() - connection.last_used <= MAX_IDLE_SECONDS and not connection.closed:
-                return connection
-            connection.close()
-        self.opened += 1
-        return await Connection.open(self.host, self.port, self.timeout)
-
-    def put(self, connection: Connection) -> None:
-        if connection.closed:
-            connection.close()
-        else:
-            self.idle.append(connection)
-
-    def close(self) -> None:
-        for connection in self.idle:
-            connection.close()
-        self.idle.clear()
 
 
 async def closed_loop(host: str, port: int, requests: list[bytes], connections: int, stop: asyncio.Event,
@@ -150,7 +72,7 @@ async def closed_loop(host: str, port: int, requests: list[bytes], connections: 
                 status, body = await connection.exchange(requests[i % len(requests)], timeout)
                 flag = degraded_flag(status, body) if is_score else -1
             except CLIENT_ERRORS as error:
-                status, flag = f"client:{type(error).__name__}", -1
+                status, flag = client_error_status(error), -1
                 if connection is not None:
                     connection.close()
                 connection = None
@@ -168,48 +90,23 @@ async def closed_loop(host: str, port: int, requests: list[bytes], connections: 
 async def open_loop(host: str, port: int, requests: list[bytes], rate: float, begin: float, end: float,
                     timeout: float, max_in_flight: int, recorder: Recorder) -> dict:
     pool = Pool(host, port, timeout)
-    pending: set[asyncio.Task] = set()
-    saturated = 0
-
     lags: list[float] = []
+    saturated: list[float] = []
 
     async def one(i: int, scheduled: float) -> None:
-        connection = None
         lags.append(time.monotonic() - scheduled)     # the client's own lag: its CPU, not the server
-        try:
-            connection = await pool.get()
-            status, body = await connection.exchange(requests[i % len(requests)], timeout)
-            flag = degraded_flag(status, body)
-            pool.put(connection)
-        except CLIENT_ERRORS as error:
-            status, flag = f"client:{type(error).__name__}", -1
-            if connection is not None:
-                connection.close()
-        recorder.add(scheduled, status, flag)
+        status, body = await pool.send(requests[i % len(requests)])
+        recorder.add(scheduled, status, degraded_flag(status, body))
 
-    interval = 1.0 / rate
-    total = int((end - begin) * rate)
-    for i in range(total):
-        scheduled = begin + i * interval
-        delay = scheduled - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(pending) >= max_in_flight:     # the client is the bottleneck: recorded as such
-            saturated += 1
-            recorder.t_sched.append(scheduled)
-            recorder.t_done.append(scheduled)
-            recorder.status.append("client_saturated")
-            recorder.degraded.append(-1)
-            continue
-        task = asyncio.create_task(one(i, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.wait(pending, timeout=timeout + 1)
+    def not_sent(scheduled: float) -> None:           # the client is the bottleneck: recorded as such
+        saturated.append(scheduled)
+        recorder.add(scheduled, "client_saturated", -1, done=scheduled)
+
+    await fixed_rate(begin, rate, int((end - begin) * rate), max_in_flight, one, not_sent,
+                     drain_timeout=timeout + 1)
     pool.close()
-    lag = _percentiles(lags)
-    return {"connections_opened": pool.opened, "client_saturated": saturated,
-            "client_send_lag_ms": lag}
+    return {"connections_opened": pool.opened, "client_saturated": len(saturated),
+            "client_send_lag_ms": _percentiles(lags)}
 
 
 async def ready_poll(host: str, port: int, interval: float, timeout: float, stop: asyncio.Event) -> dict:
@@ -224,7 +121,7 @@ async def ready_poll(host: str, port: int, interval: float, timeout: float, stop
             code, body = await connection.exchange(request, timeout)
             flag = 1 if b'"degraded":true' in body else 0
         except CLIENT_ERRORS as error:
-            code, flag = f"client:{type(error).__name__}", -1
+            code, flag = client_error_status(error), -1
             if connection is not None:
                 connection.close()
             connection = None
@@ -260,7 +157,7 @@ async def events_ordered(host: str, port: int, spec: dict, plan: list[list[list[
                 connection_box[0] = await Connection.open(host, port, timeout)
             status, _ = await connection_box[0].exchange(request, timeout)
         except CLIENT_ERRORS as error:
-            status = f"client:{type(error).__name__}"
+            status = client_error_status(error)
             if connection_box[0] is not None:
                 connection_box[0].close()
             connection_box[0] = None

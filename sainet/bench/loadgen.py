@@ -7,8 +7,7 @@ Two modes over keep-alive connections, with pre-built request bodies:
   measured from the scheduled send time, so a slow server cannot hide its queueing from the figures
   (no coordinated omission; locust's user loop is closed, which is why it is not used here).
 
-Raw asyncio streams rather than an HTTP client library: at several thousand requests/s a client's own
-overhead would bound the framework floor it is meant to measure.
+The HTTP client (raw asyncio streams) and the arrival schedule are `sainet.bench.http`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sainet.bench.http import (CLIENT_ERRORS, Connection, Pool, build_request, client_error_status,
+                               fixed_rate)
 
 
 @dataclass
@@ -59,71 +61,38 @@ class LoadResult:
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
 
 
-def build_request(host: str, path: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-# uvicorn closes keep-alive connections idle for 5 s; a pooled connection idle for longer than this
-# is dropped rather than reused (a request written to a closing socket is not the server's failure).
-MAX_IDLE_SECONDS = 3.0
-
-
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-        self.last_used = time.perf_counter()
-
-    @classmethod
-    async def open(cls, host: str, port: int, timeout: float) -> "Connection":
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        return cls(reader, writer)
-
-    async def exchange(self, request: bytes, timeout: float) -> int:
-        """Sends one request and reads the whole answer; returns the HTTP status."""
-        self.writer.write(request)
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length:
-            await asyncio.wait_for(self.reader.readexactly(length), timeout)
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
+def _score_requests(host: str, path: str, bodies: list[bytes]) -> list[bytes]:
+    return [build_request("POST", host, path, body) for body in bodies]
 
 
 async def run_closed(host: str, port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
                      warmup: float, timeout: float) -> LoadResult:
-    requests = [build_request(host, path, b) for b in bodies]
+    requests = _score_requests(host, path, bodies)
     result = LoadResult("closed", seconds)
-    start = time.perf_counter() + warmup
+    start = time.monotonic() + warmup
     stop = start + seconds
 
     async def worker(index: int) -> None:
-        connection = await Connection.open(host, port, timeout)
+        connection: Connection | None = None
         i = index
         try:
-            while (now := time.perf_counter()) < stop:
-                sent_at = now
+            while (sent_at := time.monotonic()) < stop:
                 try:
-                    status = await connection.exchange(requests[i % len(requests)], timeout)
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
-                    status = f"client:{type(error).__name__}"
-                    connection.close()
-                    connection = await Connection.open(host, port, timeout)
-                done = time.perf_counter()
+                    if connection is None or connection.closed:
+                        connection = await Connection.open(host, port, timeout)
+                    status, _ = await connection.exchange(requests[i % len(requests)], timeout)
+                except CLIENT_ERRORS as error:
+                    status = client_error_status(error)
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+                done = time.monotonic()
                 i += concurrency
                 if start <= sent_at and done <= stop:     # not warm-up, and finished inside the window
                     result.record(status, done - sent_at)
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return result
@@ -132,52 +101,24 @@ async def run_closed(host: str, port: int, path: str, bodies: list[bytes], concu
 async def run_open(host: str, port: int, path: str, bodies: list[bytes], rate: float, seconds: float,
                    warmup: float, timeout: float, max_connections: int = 512) -> LoadResult:
     """Fixed-interval arrivals at `rate`/s for warm-up + `seconds`; latency from the scheduled time."""
-    requests = [build_request(host, path, b) for b in bodies]
+    requests = _score_requests(host, path, bodies)
     result = LoadResult("open", seconds, offered_rate=rate)
-    idle: list[Connection] = []
-    opened = 0
-    interval = 1.0 / rate
-    begin = time.perf_counter()
+    pool = Pool(host, port, timeout)
+    begin = time.monotonic()
     measured_from = begin + warmup
-    total = int((warmup + seconds) * rate)
-    pending: set[asyncio.Task] = set()
 
     async def one(i: int, scheduled: float) -> None:
-        nonlocal opened
-        connection = idle.pop() if idle else None
-        while connection is not None and time.perf_counter() - connection.last_used > MAX_IDLE_SECONDS:
-            connection.close()
-            connection = idle.pop() if idle else None
-        try:
-            if connection is None:
-                opened += 1
-                connection = await Connection.open(host, port, timeout)
-            status = await connection.exchange(requests[i % len(requests)], timeout)
-            connection.last_used = time.perf_counter()
-            idle.append(connection)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
-            status = f"client:{type(error).__name__}"
-            if connection is not None:
-                connection.close()
+        status, _ = await pool.send(requests[i % len(requests)])
         if scheduled >= measured_from:
-            result.record(status, time.perf_counter() - scheduled)
+            result.record(status, time.monotonic() - scheduled)
 
-    for i in range(total):
-        scheduled = begin + i * interval
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(pending) >= max_connections:   # the client is the bottleneck: count it as a failure
-            if scheduled >= measured_from:
-                result.record("client_saturated", 0.0)
-            continue
-        task = asyncio.create_task(one(i, scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.wait(pending, timeout=timeout + 1)
-    for connection in idle:
-        connection.close()
+    def saturated(scheduled: float) -> None:     # the client is the bottleneck: counted as a failure
+        if scheduled >= measured_from:
+            result.record("client_saturated", 0.0)
+
+    await fixed_rate(begin, rate, int((warmup + seconds) * rate), max_connections, one, saturated,
+                     drain_timeout=timeout + 1)
+    pool.close()
     return result
 
 
