@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import platform
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ from model.diagnostics import history_path_diagnostics
 from model.metrics import item_popularity, per_scenario_auc, safe_auc
 from model.models import MODEL_REGISTRY
 from model.provenance import git_commit
-from model.train import TrainConfig, load_run, train_model
+from model.train import TrainConfig, can_resume, load_run, train_model
 
 log = logging.getLogger(__name__)
 
@@ -296,16 +296,36 @@ def write_cell(path: Path, cell: dict) -> None:
     tmp.replace(path)       # a cell appears whole or not at all
 
 
+# A cell in training writes a checkpoint this often (when its TrainConfig sets no other interval), so
+# that a worker stopped mid-cell (a session's end, a reboot) loses at most these steps: the next
+# worker to claim the cell continues from it. Resumed, a run ends exactly as an uninterrupted one.
+CELL_CHECKPOINT_STEPS = 200
+
+
+def cell_scratch_dir(cell_path: Path) -> Path:
+    """The run directory of a cell while it trains (checkpoint and all); removed once the cell is written."""
+    return cell_path.parent / ".scratch" / cell_path.stem
+
+
 def train_cell(data: PreparedData, options: DataOptions, model: str, variant: str, overrides: dict, seed: int,
                config: StudyConfig, path: Path, lr: float | None = None) -> dict:
+    """Trains one cell (the caller holds its lock), continuing from the checkpoint of an earlier
+    worker that was stopped while training it, when it has one of the same settings."""
     started, cpu_started = time.perf_counter(), time.process_time()
     train_config = dataclasses.replace(config.train, seed=seed,
-                                       learning_rate=config.train.learning_rate if lr is None else lr)
-    # The run directory (checkpoint and all) is scratch: a cell keeps only its numbers.
-    with tempfile.TemporaryDirectory(prefix="sainet-study-") as run_dir:
-        model_options = cell_model_options(config, model, overrides)
-        metrics = train_model(data, model, model_options, train_config, Path(run_dir), options)
-        history_path = history_path_diagnostics(load_run(Path(run_dir)).model, data.splits["valid"])
+                                       learning_rate=config.train.learning_rate if lr is None else lr,
+                                       checkpoint_every_steps=config.train.checkpoint_every_steps
+                                       or CELL_CHECKPOINT_STEPS)
+    run_dir = cell_scratch_dir(path)
+    model_options = cell_model_options(config, model, overrides)
+    resume = can_resume(run_dir, model, model_options, train_config)
+    if resume:
+        log.info("cell %s: continuing from its checkpoint in %s", path.stem, run_dir)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)      # a finished run's leftovers, or a checkpoint of other settings
+    metrics = train_model(data, model, model_options, train_config, run_dir, options, resume=resume)
+    history_path = history_path_diagnostics(load_run(run_dir).model, data.splits["valid"])
+    earlier = metrics["earlier_sittings"]
     rows = [{"scenario": "overall", "auc": metrics["auc"]["overall"], "logloss": metrics["logloss"]}]
     rows += [{"scenario": scenario, "auc": auc, "logloss": metrics["logloss_per_scenario"][scenario]}
              for scenario, auc in metrics["auc"]["per_scenario"].items()]
@@ -318,11 +338,15 @@ def train_cell(data: PreparedData, options: DataOptions, model: str, variant: st
             "stopped_at_cap_improving": metrics["stopped_at_cap_improving"],
             "budget": {"epochs": train_config.epochs, "max_steps": train_config.max_steps,
                        "patience": train_config.patience, "eval_every_steps": train_config.eval_every_steps},
-            "seconds": time.perf_counter() - started,
+            # of every sitting that trained it (an interrupted one up to its last checkpoint)
+            "seconds": time.perf_counter() - started + earlier["seconds"],
             # CPU seconds of this process: unlike wall time, not inflated by other work on the machine
-            "cpu_seconds": time.process_time() - cpu_started, "train_examples": metrics["train_examples"],
-            "history_path": history_path}
+            "cpu_seconds": time.process_time() - cpu_started + earlier["cpu_seconds"],
+            "resumed": resume, "train_examples": metrics["train_examples"], "history_path": history_path}
     write_cell(path, cell)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):      # another worker's cell may be training there still
+        run_dir.parent.rmdir()
     return cell
 
 

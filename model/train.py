@@ -196,6 +196,7 @@ class Progress:
     step_seconds: float = 0.0
     trained_examples: int = 0
     seconds: float = 0.0            # wall time of the fit so far, over all sittings
+    cpu_seconds: float = 0.0        # CPU time of this process in the fit so far, over all sittings
 
 
 def _per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -228,6 +229,17 @@ def save_training_state(path: Path, processes: Processes, progress: Progress, mo
     temporary = path.with_name(path.name + ".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
+
+
+def can_resume(out_dir: Path, model_name: str, model_overrides: dict, config: TrainConfig,
+               world_size: int = 1) -> bool:
+    """Whether `out_dir` holds a training checkpoint that `train_model(..., resume=True)` with these
+    settings would continue (False when there is none, or it is of other settings)."""
+    path = Path(out_dir) / TRAINING_STATE
+    if not path.exists():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["identity"] == _identity(model_name, model_overrides, config, world_size)
 
 
 def load_training_state(path: Path, processes: Processes, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -286,7 +298,10 @@ def train_model(data: PreparedData | StreamedData, model_name: str, model_overri
         step_module = DistributedDataParallel(
             step_module, device_ids=[processes.device.index] if processes.device.type == "cuda" else None)
     history = progress.history
+    # what earlier sittings spent, up to their last checkpoint (the steps after it are trained again)
+    earlier_seconds, earlier_cpu_seconds = progress.seconds, progress.cpu_seconds
     started = time.perf_counter() - progress.seconds
+    cpu_started = time.process_time() - progress.cpu_seconds
     stop_reason = "cap"
 
     def evaluate_now(epoch: int) -> bool:
@@ -345,6 +360,7 @@ def train_model(data: PreparedData | StreamedData, model_name: str, model_overri
                 break
             if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0:
                 progress.seconds = time.perf_counter() - started
+                progress.cpu_seconds = time.process_time() - cpu_started
                 save_training_state(state_path, processes, progress, model, optimizer, source, identity)
         bar.close()
         losses = processes.mean(losses)     # each rank's loss is over its own share of the batch
@@ -365,7 +381,7 @@ def train_model(data: PreparedData | StreamedData, model_name: str, model_overri
             break
         if at_budget():
             break
-    train_seconds = time.perf_counter() - started
+    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
     outcome = {
@@ -384,7 +400,8 @@ def train_model(data: PreparedData | StreamedData, model_name: str, model_overri
     metrics.update({
         **outcome,
         "train_seconds": train_seconds, "examples_per_second": trained_examples / max(progress.step_seconds, 1e-9),
-        "train_examples": source.train_examples,
+        "train_cpu_seconds": train_cpu_seconds, "train_examples": source.train_examples,
+        "earlier_sittings": {"seconds": earlier_seconds, "cpu_seconds": earlier_cpu_seconds},
     })
     if processes.distributed:
         metrics["processes"] = processes.world_size

@@ -228,7 +228,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           weight_decay=args.weight_decay, patience=args.patience, threads=args.threads,
                           max_train_examples=args.max_train_examples, progress=False,
-                          eval_every_steps=args.eval_every_steps, max_steps=args.max_steps),
+                          eval_every_steps=args.eval_every_steps, max_steps=args.max_steps,
+                          checkpoint_every_steps=args.checkpoint_every_steps),
         model_overrides=tuple(overrides.items()), lr_grid=args.lr_grid, cells_dir=args.cells_dir,
         reading_seeds=args.reading_seeds, protocol=args.protocol, first_seed=args.first_seed,
     )
@@ -397,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--reading-seeds", type=int, default=0,
                        help="also train each of SAINet's documented readings (model.study.READINGS) on this many "
                             "seeds and compare them on validation AUC (readings.md); default 0: none")
+    study.add_argument("--checkpoint-every-steps", type=int,
+                       help="a cell in training writes a checkpoint every this many steps (default "
+                            "model.study.CELL_CHECKPOINT_STEPS, 200); a worker stopped mid-cell loses only the "
+                            "steps since, and the next one to claim the cell continues from there")
     study.add_argument("--cells-dir", help="folder of the per-cell JSON files (default: <out>/cells)")
     study.add_argument("--weight-decay", type=float, help="default 0")
     study.add_argument("--embed-dim", type=int, help="embedding size of every model (default: each model's)")

@@ -16,7 +16,7 @@ from model.data.datasets import DataOptions, prepare_dataset
 from model.data.engines import EngineOptions, prepare_to_directory
 from model.data.stream import MemorySource, ShardSource, StreamedData
 from model.data.synthetic import SyntheticConfig
-from model.train import TRAINING_STATE, TrainConfig, load_run, train_model
+from model.train import TRAINING_STATE, TrainConfig, can_resume, load_run, train_model
 
 TINY = DataOptions(history_length=10, synthetic=SyntheticConfig(users=300, items=60, events_per_user=30))
 FAST = {"embed_dim": 16, "tower": (64, 32)}
@@ -106,7 +106,9 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(source, tiny_data, prepared
     resumed = train_model(data, "sainet", FAST, config, tmp_path / "cut", TINY, resume=True)
 
     assert not (tmp_path / "cut" / TRAINING_STATE).exists()
-    timing = ("train_seconds", "examples_per_second")
+    assert expected["earlier_sittings"] == {"seconds": 0.0, "cpu_seconds": 0.0}
+    assert resumed["earlier_sittings"]["cpu_seconds"] > 0 and resumed["train_cpu_seconds"] > 0
+    timing = ("train_seconds", "train_cpu_seconds", "examples_per_second", "earlier_sittings")
     assert {k: v for k, v in resumed.items() if k not in timing} == {
         k: v for k, v in expected.items() if k not in timing}
     whole, cut = load_run(tmp_path / "whole").model.state_dict(), load_run(tmp_path / "cut").model.state_dict()
@@ -119,6 +121,7 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(source, tiny_data, prepared
 def test_resume_needs_a_checkpoint_of_the_same_settings(tiny_data, tmp_path, monkeypatch):
     data = tiny_data
     config = TrainConfig(epochs=1, batch_size=512, seed=5, threads=1, max_steps=3, checkpoint_every_steps=2)
+    assert not can_resume(tmp_path, "dnn", FAST, config)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train_model(data, "dnn", FAST, config, tmp_path, TINY, resume=True)
     save = train_module.save_training_state
@@ -130,8 +133,11 @@ def test_resume_needs_a_checkpoint_of_the_same_settings(tiny_data, tmp_path, mon
     monkeypatch.setattr(train_module, "save_training_state", saved_then_killed)
     with pytest.raises(Interrupted):
         train_model(data, "dnn", FAST, config, tmp_path, TINY)
+    other = dataclasses.replace(config, learning_rate=0.1)
+    assert can_resume(tmp_path, "dnn", FAST, config) and not can_resume(tmp_path, "dnn", FAST, other)
+    assert can_resume(tmp_path, "dnn", FAST, dataclasses.replace(config, checkpoint_every_steps=5, threads=2))
     with pytest.raises(ValueError, match="train_config"):
-        train_model(data, "dnn", FAST, dataclasses.replace(config, learning_rate=0.1), tmp_path, TINY, resume=True)
+        train_model(data, "dnn", FAST, other, tmp_path, TINY, resume=True)
 
 
 def test_memory_source_keeps_the_epoch_orders_train_model_always_drew(tiny_data):

@@ -213,3 +213,44 @@ def test_a_cell_capped_while_improving_is_trained_again_when_the_budget_grows(tm
     stamp = (cells / "dnn__main__seed0.json").stat().st_mtime_ns
     assert study(2) == longer and study(1) == longer     # the same or a smaller budget: nothing retrained
     assert (cells / "dnn__main__seed0.json").stat().st_mtime_ns == stamp
+
+
+def test_a_cell_stopped_mid_training_is_continued_from_its_checkpoint(tmp_path, monkeypatch):
+    """A worker killed while training a cell (here: at its second checkpoint) leaves the cell's
+    checkpoint; the next worker continues from it and writes the cell an uninterrupted run writes."""
+    import model.train as train_module
+
+    def study(cells) -> dict:
+        args = ["study", *TINY, "--models", "dnn", "--seeds", "1", "--no-curves", "--epochs", "3",
+                "--batch-size", "128", "--eval-every-steps", "3", "--patience", "50", "--lr-grid", "none",
+                "--threads", "1", "--model-opt", "embed_dim=8", "--model-opt", "tower=16,8",
+                "--checkpoint-every-steps", "2", "--cells-dir", str(cells), "--out", str(tmp_path / "report")]
+        assert main(args) == 0
+        return json.loads((cells / "dnn__main__seed0.json").read_text())
+
+    whole = study(tmp_path / "whole")
+    save, calls = train_module.save_training_state, []
+
+    def killed_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt      # as a worker's SIGINT would
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_training_state", killed_at_the_second)
+    cut = tmp_path / "cut"
+    try:
+        study(cut)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    monkeypatch.setattr(train_module, "save_training_state", save)
+    assert not (cut / "dnn__main__seed0.json").exists()
+    assert (cut / ".scratch" / "dnn__main__seed0" / train_module.TRAINING_STATE).exists()
+
+    resumed = study(cut)
+    assert resumed["resumed"] is True and whole["resumed"] is False
+    timing = ("seconds", "cpu_seconds", "resumed")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
+    assert not (cut / ".scratch").exists()
