@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts (or resumes) the converged reproduction studies of docs/results/ in the background, niced,
-# one torch thread per worker. Finished cells are skipped, so rerunning this after an interruption
-# picks up where a study stopped; cells are claimed with file locks, so several workers (one per
-# free core) may run the same study at once: `WORKERS=2 scripts/run_studies.sh`.
+# one torch thread per worker. Finished cells are skipped, and a cell a stopped worker was training
+# continues from its last checkpoint (every 200 steps, in results-data/<study>/cells/.scratch/), so
+# rerunning this after an interruption picks up where a study stopped; cells are claimed with file
+# locks, so several workers (one per free core) may run the same study at once: `WORKERS=2 scripts/run_studies.sh`.
 # Studies, in the order a worker runs them: the synthetic sweep (divergence 1, 0, 0.7, 0.35); SAINet's
 # readings and the L / gamma / h curves on synthetic (divergence 1); amazon-cdsr-converged (its models,
 # seeds and readings, then its curves); movielens-1m-converged.
