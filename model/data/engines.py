@@ -450,6 +450,10 @@ class _DuckDBEngine:
     def rows(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
 
+    def time_cut_keys(self, cuts: tuple[int, int]) -> dict[int, tuple[float, int]]:
+        """The (timestamp, log order) key of the row at each of the time split's cut ranks."""
+        return {int(t): (float(ts), int(lo)) for t, ts, lo in self.rows(time_cut_keys_sql(cuts))}
+
     def register_rows(self, name: str, rows: list[tuple], columns: list[str]) -> None:
         frame = pd.DataFrame(rows, columns=columns)
         self.con.register(f"{name}_frame", frame)
@@ -610,6 +614,38 @@ class _SparkEngine:
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(row) for row in self.spark.sql(sql).collect()]
 
+    def time_cut_keys(self, cuts: tuple[int, int]) -> dict[int, tuple[float, int]]:
+        """As DuckDB's, without a window over all the rows (which Spark runs in one partition): a
+        distributed sort of the two key columns, the size of each of its (range) partitions, then the
+        row at each cut's rank within the partition that holds it."""
+        from pyspark import StorageLevel
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        ordered = (self.spark.table("canon").select("timestamp", "_lo").orderBy("timestamp", "_lo")
+                   .withColumn("_part", F.spark_partition_id()).persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            counts = ordered.groupBy("_part").count().collect()
+            sizes = sorted((int(part), int(count)) for part, count in counts)
+            firsts = np.cumsum([0] + [count for _, count in sizes])   # the global rank of each one's first row
+            wanted = {}                                               # cut -> (partition, rank within it)
+            for cut in cuts:
+                if cut < firsts[-1]:                                  # a cut at the end of the log has no key
+                    at = int(np.searchsorted(firsts, cut, side="right")) - 1
+                    wanted[cut] = (sizes[at][0], cut - int(firsts[at]))
+            if not wanted:
+                return {}
+            within = F.row_number().over(Window.partitionBy("_part").orderBy("timestamp", "_lo")) - 1
+            picked = F.lit(False)
+            for part, rank in wanted.values():
+                picked = picked | ((F.col("_part") == part) & (F.col("_rank") == rank))
+            rows = (ordered.withColumn("_rank", within).where(picked)
+                    .select("_part", "_rank", "timestamp", "_lo").collect())
+            found = {(int(part), int(rank)): (float(ts), int(lo)) for part, rank, ts, lo in rows}
+            return {cut: found[key] for cut, key in wanted.items()}
+        finally:
+            ordered.unpersist()
+
     def register_rows(self, name: str, rows: list[tuple], columns: list[str]) -> None:
         schema = ", ".join(f"{c} {'STRING' if c == 'value' else 'BIGINT'}" for c in columns)
         self.spark.createDataFrame(rows, schema).createOrReplaceTempView(name)
@@ -730,8 +766,7 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
     # The time and given splits come from a row's own columns, so the ordering pass writes them too.
     if split == "time":
         cuts = split_cuts(n)
-        keys = {int(t): (float(ts), int(lo)) for t, ts, lo in runner.rows(time_cut_keys_sql(cuts))}
-        runner.materialize("examples", ordered_sql(time_split_expression(keys, cuts)))
+        runner.materialize("examples", ordered_sql(time_split_expression(runner.time_cut_keys(cuts), cuts)))
     elif split == "given":
         runner.materialize("examples", ordered_sql("split"))
     else:
