@@ -255,31 +255,43 @@ def time_split_expression(keys: dict[int, tuple[float, int]], cuts: tuple[int, i
     return f"CASE WHEN {before(cuts[0])} THEN 'train' WHEN {before(cuts[1])} THEN 'valid' ELSE 'test' END"
 
 
+_BEFORE = "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+
+
+def ranked_sql(sql: str, order: list[str], sums: list[str] = ()) -> str:
+    """`sql`'s rows with `_rank`, the number of rows before each in `order` (a unique key), and for
+    each column c of `sums`, `_before_c`: the sum of c over those rows."""
+    by = ", ".join(order)
+    before = "".join(f", COALESCE(SUM({c}) OVER (ORDER BY {by} {_BEFORE}), 0) AS _before_{c}"
+                     for c in sums)
+    return f"SELECT *, ROW_NUMBER() OVER (ORDER BY {by}) - 1 AS _rank{before} FROM ({sql}) r"
+
+
+# one row per user, ranked by the user's first appearance into table `offsets` (the runner's
+# `materialize_ranked`), which `ordered_sql` reads
+USER_TOTALS_SQL = ("SELECT user_id, MIN(_lo) AS _user_first, COUNT(*) AS user_rows, "
+                   "SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) AS user_behaviours "
+                   "FROM canon GROUP BY user_id")
+USER_ORDER = ["_user_first"]
+USER_SUMS = ["user_rows", "user_behaviours"]
+
+
 def ordered_sql(split_expression: str | None = None) -> str:
     """The log in its total order: `_row` numbers the rows, `_index` counts the behaviours before each,
     `_offset` is the `_index` of the user's first row; `split_expression`, when the split needs no
     other order, adds `_split`.
 
-    Both numbers are a user's offset (the rows, or behaviours, of the users before them: a running
-    sum over one row per user) plus a count within the user (a window partitioned by user). No window
-    runs over all the rows at once, so a cluster engine spreads the work over its partitions."""
+    Both numbers are a user's offset (the rows, or behaviours, of the users before them: table
+    `offsets`, a running sum over one row per user) plus a count within the user (a window
+    partitioned by user). No window runs over all the rows at once, so a cluster engine spreads the
+    work over its partitions."""
     user_order = "PARTITION BY c.user_id ORDER BY c.timestamp, c._lo"
-    before = "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
     split = f", {split_expression} AS _split" if split_expression else ""
     return f"""
-WITH users AS (
-    SELECT user_id, MIN(_lo) AS _user_first, COUNT(*) AS user_rows,
-           SUM(CASE WHEN is_behaviour THEN 1 ELSE 0 END) AS user_behaviours
-    FROM canon GROUP BY user_id
-), offsets AS (
-    SELECT user_id, _user_first,
-           COALESCE(SUM(user_rows) OVER (ORDER BY _user_first {before}), 0) AS row_offset,
-           COALESCE(SUM(user_behaviours) OVER (ORDER BY _user_first {before}), 0) AS _offset
-    FROM users
-)
-SELECT c.*, CAST(o._offset AS BIGINT) AS _offset,
-       CAST(o.row_offset + ROW_NUMBER() OVER ({user_order}) - 1 AS BIGINT) AS _row,
-       CAST(o._offset + COALESCE(SUM(CASE WHEN c.is_behaviour THEN 1 ELSE 0 END) OVER ({user_order} {before}), 0)
+SELECT c.*, CAST(o._before_user_behaviours AS BIGINT) AS _offset,
+       CAST(o._before_user_rows + ROW_NUMBER() OVER ({user_order}) - 1 AS BIGINT) AS _row,
+       CAST(o._before_user_behaviours
+            + COALESCE(SUM(CASE WHEN c.is_behaviour THEN 1 ELSE 0 END) OVER ({user_order} {_BEFORE}), 0)
             AS BIGINT) AS _index{split}
 FROM canon c JOIN offsets o ON c.user_id = o.user_id
 """
@@ -296,11 +308,16 @@ def split_sql(method: str) -> str:
     raise ValueError(f"unknown split method {method!r}")
 
 
-def vocabulary_sql(d: _Dialect, column: str) -> str:
+def first_rows_sql(d: _Dialect, column: str) -> str:
+    """A column's training-split values with the row of each one's first appearance, ranked (by
+    `materialize_ranked` on `first_row`) into a vocabulary by `vocabulary_sql`."""
+    return (f"SELECT {d.q(column)} AS value, MIN(_row) AS first_row FROM examples "
+            f"WHERE _split = 'train' GROUP BY {d.q(column)}")
+
+
+def vocabulary_sql(ranked_first_rows: str) -> str:
     """Training-split values in order of first appearance -> index (first known index 2)."""
-    return (f"SELECT value, ROW_NUMBER() OVER (ORDER BY first_row) + {FIRST_KNOWN_INDEX - 1} AS idx FROM "
-            f"(SELECT {d.q(column)} AS value, MIN(_row) AS first_row FROM examples "
-            f"WHERE _split = 'train' GROUP BY {d.q(column)}) v")
+    return f"SELECT value, _rank + {FIRST_KNOWN_INDEX} AS idx FROM {ranked_first_rows}"
 
 
 def numeric_stats_sql(d: _Dialect, column: str, scaling: str = "standard") -> str:
@@ -449,6 +466,10 @@ class _DuckDBEngine:
 
     def rows(self, sql: str) -> list[tuple]:
         return self.con.execute(sql).fetchall()
+
+    def materialize_ranked(self, name: str, sql: str, order: list[str], sums: list[str] = ()) -> None:
+        """Table `name`: `sql`'s rows with `ranked_sql`'s rank and running sums."""
+        self.materialize(name, ranked_sql(sql, order, sums))
 
     def time_cut_keys(self, cuts: tuple[int, int]) -> dict[int, tuple[float, int]]:
         """The (timestamp, log order) key of the row at each of the time split's cut ranks."""
@@ -614,35 +635,53 @@ class _SparkEngine:
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(row) for row in self.spark.sql(sql).collect()]
 
-    def time_cut_keys(self, cuts: tuple[int, int]) -> dict[int, tuple[float, int]]:
-        """As DuckDB's, without a window over all the rows (which Spark runs in one partition): a
-        distributed sort of the two key columns, the size of each of its (range) partitions, then the
-        row at each cut's rank within the partition that holds it."""
+    def _ranked(self, frame, order: list[str], sums: list[str] = ()):
+        """`ranked_sql`'s columns without a window over all the rows (which Spark runs in one
+        partition): a distributed sort on `order` into range partitions, each partition's row count
+        and sums (a few hundred rows, to the driver), then the rank and running sums within each
+        partition plus those of the partitions before it. Returns the ranked frame and the sorted one
+        it reads, persisted so that its partitions stay as they were counted (unpersist when done)."""
         from pyspark import StorageLevel
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        ordered = (self.spark.table("canon").select("timestamp", "_lo").orderBy("timestamp", "_lo")
-                   .withColumn("_part", F.spark_partition_id()).persist(StorageLevel.MEMORY_AND_DISK))
+        ordered = (frame.orderBy(*order).withColumn("_part", F.spark_partition_id())
+                   .persist(StorageLevel.MEMORY_AND_DISK))
+        totals = ordered.groupBy("_part").agg(F.count(F.lit(1)).alias("_n"),
+                                              *[F.sum(c).alias(c) for c in sums])
+        firsts, running = [], [0] * (1 + len(sums))
+        for row in sorted(totals.collect(), key=lambda r: r["_part"]):
+            firsts.append((int(row["_part"]), *running))
+            running = [total + int(row[c] or 0) for total, c in zip(running, ["_n", *sums])]
+        first_columns = ["_first_rank", *[f"_first_{c}" for c in sums]]
+        schema = ", ".join(["_part INT", *[f"{c} BIGINT" for c in first_columns]])
+        starts = F.broadcast(self.spark.createDataFrame(firsts, schema))
+        within = Window.partitionBy("_part").orderBy(*order)
+        before = within.rowsBetween(Window.unboundedPreceding, -1)
+        ranked = ordered.join(starts, "_part").withColumn(
+            "_rank", F.col("_first_rank") + F.row_number().over(within) - 1)
+        for c in sums:
+            ranked = ranked.withColumn(
+                f"_before_{c}", F.col(f"_first_{c}") + F.coalesce(F.sum(c).over(before), F.lit(0)))
+        return ranked.drop("_part", *first_columns), ordered
+
+    def materialize_ranked(self, name: str, sql: str, order: list[str], sums: list[str] = ()) -> None:
+        """View `name`: `sql`'s rows with `ranked_sql`'s rank and running sums (`_ranked`)."""
+        ranked, ordered = self._ranked(self.spark.sql(sql), order, sums)
+        self.cached.append(ordered)
+        ranked.createOrReplaceTempView(name)
+        self.views.append(name)
+
+    def time_cut_keys(self, cuts: tuple[int, int]) -> dict[int, tuple[float, int]]:
+        """As DuckDB's, on `_ranked`'s distributed rank of the two key columns."""
+        from pyspark.sql import functions as F
+
+        key = ["timestamp", "_lo"]
+        ranked, ordered = self._ranked(self.spark.table("canon").select(*key), key)
         try:
-            counts = ordered.groupBy("_part").count().collect()
-            sizes = sorted((int(part), int(count)) for part, count in counts)
-            firsts = np.cumsum([0] + [count for _, count in sizes])   # the global rank of each one's first row
-            wanted = {}                                               # cut -> (partition, rank within it)
-            for cut in cuts:
-                if cut < firsts[-1]:                                  # a cut at the end of the log has no key
-                    at = int(np.searchsorted(firsts, cut, side="right")) - 1
-                    wanted[cut] = (sizes[at][0], cut - int(firsts[at]))
-            if not wanted:
-                return {}
-            within = F.row_number().over(Window.partitionBy("_part").orderBy("timestamp", "_lo")) - 1
-            picked = F.lit(False)
-            for part, rank in wanted.values():
-                picked = picked | ((F.col("_part") == part) & (F.col("_rank") == rank))
-            rows = (ordered.withColumn("_rank", within).where(picked)
-                    .select("_part", "_rank", "timestamp", "_lo").collect())
-            found = {(int(part), int(rank)): (float(ts), int(lo)) for part, rank, ts, lo in rows}
-            return {cut: found[key] for cut, key in wanted.items()}
+            at_cuts = ranked.where(F.col("_rank").isin([int(cut) for cut in cuts]))
+            rows = at_cuts.select("_rank", *key).collect()
+            return {int(t): (float(ts), int(lo)) for t, ts, lo in rows}
         finally:
             ordered.unpersist()
 
@@ -763,6 +802,7 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
     numeric_columns = [NumericColumn(f.name, f.side, numeric_scaling.get(f.name, "standard"))
                        for f in _infer_sides(runner, numeric_names)]
 
+    runner.materialize_ranked("offsets", USER_TOTALS_SQL, USER_ORDER, USER_SUMS)
     # The time and given splits come from a row's own columns, so the ordering pass writes them too.
     if split == "time":
         cuts = split_cuts(n)
@@ -797,7 +837,8 @@ def _prepare(runner, files, out_dir: Path, work_dir: Path, dataset: str, history
             runner.register_rows(table, [(v, i + FIRST_KNOWN_INDEX) for i, v in enumerate(values)],
                                  ["value", "idx"])
         else:
-            runner.materialize(table, vocabulary_sql(d, column))
+            runner.materialize_ranked(f"{table}_first_rows", first_rows_sql(d, column), ["first_row"])
+            runner.materialize(table, vocabulary_sql(f"{table}_first_rows"))
             values = [r[0] for r in runner.rows(f"SELECT value FROM {table} ORDER BY idx")]
         vocab_tables[column] = table
         vocabularies[column] = Vocabulary(values)
