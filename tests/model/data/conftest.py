@@ -79,3 +79,11 @@ def user_log(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     })
     frame.loc[7, "dwell"] = 1e12
     return frame
+
+
+def write_log_shards(frame: pd.DataFrame, folder: Path, shards: int) -> Path:
+    """`frame` as `shards` parquet files `part-00000.parquet`, ... in `folder` (created), in row order."""
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), shards)):
+        frame.iloc[part].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    return folder

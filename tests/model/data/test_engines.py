@@ -19,7 +19,7 @@ from model.data.schema import FeatureSchema
 from model.testing import write_grouplens_folder
 from sainet.cli import main
 from sainet.numeric import NumericFeature
-from tests.model.data.conftest import assert_same_prepared, user_log
+from tests.model.data.conftest import assert_same_prepared, user_log, write_log_shards
 
 SMALL = SyntheticConfig(users=300, items=80, events_per_user=30, seed=11)
 
@@ -58,13 +58,12 @@ def test_movielens_matches_the_in_memory_path(small_movielens_dir, tmp_path):
 @pytest.mark.parametrize("layout,split", [("csv", "random"), ("shards", "random"), ("csv", "time"), ("shards", "time")])
 def test_own_logs_from_csv_or_shards_match(tmp_path, layout, split):
     frame = user_log()
-    logs = tmp_path / "logs"
-    logs.mkdir()
     if layout == "csv":
+        logs = tmp_path / "logs"
+        logs.mkdir()
         frame.to_csv(logs / "interactions.csv", index=False)
     else:
-        for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
-            frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
+        logs = write_log_shards(frame, tmp_path / "logs", shards=3)
     options = DataOptions(dataset="logs", data_dir=str(logs), history_length=6, split=split)
     prepare_to_directory(options, tmp_path / "prepared")
     expected = prepare_dataset(options)
@@ -86,10 +85,7 @@ def test_a_time_cut_at_the_end_of_a_tiny_log_matches(tmp_path, rows):
 def test_numeric_columns_match_with_statistics_of_the_training_split(tmp_path, capsys):
     # fractional float columns are numeric by themselves; an integer column is numeric when declared
     frame = user_log().assign(visits=lambda f: f["timestamp"] % 9)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for i, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
-        frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
+    logs = write_log_shards(frame, tmp_path / "logs", shards=2)
     options = DataOptions(dataset="logs", data_dir=str(logs), history_length=4, split="time", numeric=("visits",))
     assert main(["data", "prepare", "--dataset", "logs", "--data-dir", str(logs), "--history-length", "4",
                  "--split", "time", "--numeric", "visits", "--out", str(tmp_path / "prepared")]) == 0

@@ -3,14 +3,13 @@ examples. One module and one SparkSession for the whole session: the JVM's start
 
 import shutil
 
-import numpy as np
 import pytest
 
 from model.data.datasets import DataOptions, prepare_dataset
 from model.data.engines import EngineOptions, prepare_to_directory
 from model.data.examples import PreparedData
 from model.testing import write_grouplens_folder
-from tests.model.data.conftest import assert_same_prepared, user_log
+from tests.model.data.conftest import assert_same_prepared, user_log, write_log_shards
 
 SPARK = EngineOptions(engine="spark")
 
@@ -36,11 +35,7 @@ def spark():
 
 def test_own_log_in_shards_matches_the_in_memory_path(spark, tmp_path):
     # features of all three sides, ties, non-behaviours, float ids, shards read in name order, random split
-    frame = user_log(rows=400, seed=1)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
-        frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
+    logs = write_log_shards(user_log(rows=400, seed=1), tmp_path / "logs", shards=3)
     options = DataOptions(dataset="logs", data_dir=str(logs), history_length=5, split="random")
     summary = prepare_to_directory(options, tmp_path / "prepared", SPARK, spark=spark)
     assert summary["engine"] == "spark"
@@ -65,11 +60,7 @@ def test_min_max_numeric_features_match_the_in_memory_path(spark, tmp_path):
 def test_time_split_matches_the_in_memory_path_over_several_partitions(spark, tmp_path):
     # ties in time at the cut ranks are broken by log order; the cut keys come from a sort spread over
     # several range partitions, no window over all the rows
-    frame = user_log(rows=500, seed=4)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for i, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
-        frame.iloc[part].to_parquet(logs / f"part-{i:05d}.parquet", index=False)
+    logs = write_log_shards(user_log(rows=500, seed=4), tmp_path / "logs", shards=2)
     options = DataOptions(dataset="logs", data_dir=str(logs), history_length=5, split="time")
     previous = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "5")
