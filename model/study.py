@@ -620,7 +620,10 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     if ablation_models:
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
-    curves = plot_curves(frame, out_dir) if config.curves else {}
+    curves = curves_report(frame) if config.curves else {}
+    if curves:
+        plot_curves(curves, out_dir)
+        (out_dir / "curves.md").write_text(curves_markdown(curves))
     readings = readings_report(cells, config.reading_seeds)
     if readings:
         (out_dir / "readings.md").write_text(readings_markdown(readings, config.reading_seeds))
@@ -857,33 +860,84 @@ def plot_ablation(frame: pd.DataFrame, models: list[str], scenarios: list[str], 
     plt.close(fig)
 
 
-def plot_curves(frame: pd.DataFrame, out_dir: Path) -> dict:
-    """One PNG per hyper-parameter: overall test AUC (mean ± std over seeds) against its value."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def curves_report(frame: pd.DataFrame) -> dict:
+    """Per hyper-parameter of `CURVES` with at least two points: each value's overall test and
+    validation AUC (mean, std, seeds; the default's point is the main table's cells), and its
+    validation AUC against the default's, paired by seed (the seeds share data order), with the
+    paired t-test's p. The curves are a description, as the paper's Figure 4; nothing is chosen
+    from them, and never on test."""
     defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
     overall = frame[(frame.model == MAIN_MODEL) & (frame.scenario == "overall")]
     summary = {}
     for name, values in CURVES.items():
+        default_rows = overall[overall.variant == "main"]
+        default_valid = dict(zip(default_rows.seed, default_rows.valid_auc))
         points = []
         for value in values:
-            variant = f"{name}={value}"
-            rows = overall[overall.variant == variant]
+            rows = overall[overall.variant == f"{name}={value}"]
             if value == defaults[name]:
-                rows = pd.concat([rows, overall[overall.variant == "main"]])
-            if len(rows):
-                points.append((value, rows["auc"].mean(), rows["auc"].std(), len(rows)))
-        if len(points) < 2:     # the default alone (the main cells) is no curve yet
-            continue
-        summary[name] = [{"value": v, "auc_mean": m, "auc_std": None if np.isnan(s) else s, "seeds": n}
-                         for v, m, s, n in points]
+                rows = pd.concat([rows, default_rows])
+            if not len(rows):
+                continue
+            valid = rows.valid_auc.dropna()
+            is_default = value == defaults[name]
+            pairs = [(v, default_valid.get(seed)) for seed, v in zip(rows.seed, rows.valid_auc)]
+            pairs = np.array([p for p in pairs if pd.notna(p[0]) and pd.notna(p[1])],
+                             dtype=float).reshape(-1, 2)
+            difference = pairs[:, 0] - pairs[:, 1]
+            points.append({
+                "value": value, "default": is_default, "seeds": len(rows),
+                "auc_mean": float(rows.auc.mean()),
+                "auc_std": float(rows.auc.std()) if len(rows) > 1 else None,
+                "valid_auc_mean": float(valid.mean()) if len(valid) else None,
+                "valid_auc_std": float(valid.std()) if len(valid) > 1 else None,
+                "valid_minus_default": None if is_default or not len(pairs) else float(difference.mean()),
+                "paired_t_p": (float(scipy_stats.ttest_rel(pairs[:, 0], pairs[:, 1]).pvalue)
+                               if not is_default and len(pairs) > 1 and difference.any() else None)})
+        if len(points) >= 2:     # the default alone (the main cells) is no curve yet
+            summary[name] = points
+    return summary
+
+
+def plot_curves(summary: dict, out_dir: Path) -> None:
+    """One PNG per hyper-parameter: overall test and validation AUC (mean ± std over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, points in summary.items():
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        xs, means, stds = zip(*[(v, m, 0.0 if np.isnan(s) else s) for v, m, s, _ in points])
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3)
-        ax.set(xlabel=name, ylabel="test AUC (overall)", title=f"SAINet: {name}")
+        xs = [p["value"] for p in points]
+        for split, key in (("test", "auc"), ("validation", "valid_auc")):
+            shown = [(x, p[f"{key}_mean"], p[f"{key}_std"] or 0.0) for x, p in zip(xs, points)
+                     if p[f"{key}_mean"] is not None]
+            if shown:
+                ax.errorbar(*zip(*shown), marker="o", capsize=3, label=split)
+        ax.set(xlabel=name, ylabel="AUC (overall)", title=f"SAINet: {name}")
+        ax.legend()
         fig.tight_layout()
         fig.savefig(out_dir / f"curve_{name}.png", dpi=100)
         plt.close(fig)
-    return summary
+
+
+def curves_markdown(summary: dict) -> str:
+    def spread(mean: float | None, std: float | None) -> str:
+        return "…" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+    lines = ["# SAINet's hyper-parameter curves (the paper's Figure 4)", "",
+             "Overall AUC of SAINet at each value of one hyper-parameter, the others at their defaults (in "
+             "bold; its point is the main table's cells, so it has more seeds). The difference to the "
+             "default is on validation, paired by seed (same data order), with the paired t-test's p. The "
+             "curves describe the model; nothing is chosen from them, and never on test. Plots: "
+             "`curve_<name>.png`."]
+    for name, points in summary.items():
+        lines += ["", f"## {name}", "",
+                  "| value | seeds | validation AUC | - default (validation) | p | test AUC |",
+                  "|---|---|---|---|---|---|"]
+        for p in points:
+            value = f"**{p['value']}**" if p["default"] else str(p["value"])
+            delta = "" if p["valid_minus_default"] is None else f"{p['valid_minus_default']:+.4f}"
+            valid, test = spread(p["valid_auc_mean"], p["valid_auc_std"]), spread(p["auc_mean"], p["auc_std"])
+            lines.append(f"| {value} | {p['seeds']} | {valid} | {delta} | "
+                         f"{format_stat(p['paired_t_p'], 3)} | {test} |")
+    return "\n".join(lines) + "\n"

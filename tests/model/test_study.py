@@ -109,6 +109,31 @@ def test_t_test_outcome_names_the_higher_model():
     assert one_seed_tests["s0"]["outcome"] == "n/a (too few seeds)"
 
 
+def test_curves_pair_each_point_with_the_default_by_seed_on_validation():
+    from model.study import curves_markdown, curves_report
+
+    def cell(variant, seed, valid, test):
+        return {"model": "sainet", "variant": variant, "seed": seed, "scenario": "overall", "auc": test,
+                "valid_auc": valid}
+    # the default (blocks=2) is the main table's cells, 4 seeds; blocks=1 is above it by about 0.01 on
+    # each seed it has, blocks=3 below by 0.02 on average; its test AUC is higher (it never decides anything)
+    rows = [cell("main", seed, 0.70 + 0.01 * seed, 0.71) for seed in range(4)]
+    rows += [cell("blocks=1", seed, 0.70 + 0.01 * seed + d, 0.70) for seed, d in enumerate((0.01, 0.012, 0.008))]
+    rows += [cell("blocks=3", seed, 0.70 + 0.01 * seed - d, 0.75) for seed, d in enumerate((0.01, 0.03, 0.02))]
+    rows.append(cell("gamma=0.8", 0, None, 0.69))          # a cell from before validation AUC was recorded
+    curves = curves_report(pd.DataFrame(rows))
+    assert set(curves) == {"blocks", "gamma"}              # heads: the default alone is no curve
+    one, default, three = curves["blocks"]
+    assert (one["value"], default["default"], default["seeds"]) == (1, True, 4)
+    assert abs(one["valid_minus_default"] - 0.01) < 1e-12 and one["paired_t_p"] < 0.05
+    assert abs(three["valid_minus_default"] + 0.02) < 1e-12 and 0.01 < three["paired_t_p"] < 0.1
+    assert default["valid_minus_default"] is None and default["paired_t_p"] is None
+    gamma_low = curves["gamma"][0]
+    assert gamma_low["valid_auc_mean"] is None and gamma_low["valid_minus_default"] is None
+    table = curves_markdown(curves)
+    assert "| **2** | 4 | 0.7150 ± 0.0129 |" in table and "| 3 | 3 | 0.6900 ± 0.0100 | -0.0200 |" in table
+
+
 def test_study_tunes_the_learning_rate_on_validation_and_keeps_cells_apart(tmp_path):
     out, cells = tmp_path / "report", tmp_path / "data" / "cells"
     args = ["study", *TINY, "--models", "dnn,sainet", "--seeds", "2", "--no-curves", "--epochs", "2",
