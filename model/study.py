@@ -620,7 +620,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
     if ablation_models:
         plot_ablation(main[main.model.isin(ablation_models)], ablation_models, scenario_columns,
                       out_dir / "ablation.png")
-    curves = curves_report(frame) if config.curves else {}
+    curves = curves_report(frame, cells) if config.curves else {}
     if curves:
         plot_curves(curves, out_dir)
         (out_dir / "curves.md").write_text(curves_markdown(curves))
@@ -860,12 +860,12 @@ def plot_ablation(frame: pd.DataFrame, models: list[str], scenarios: list[str], 
     plt.close(fig)
 
 
-def curves_report(frame: pd.DataFrame) -> dict:
+def curves_report(frame: pd.DataFrame, cells_dir: Path) -> dict:
     """Per hyper-parameter of `CURVES` with at least two points: each value's overall test and
-    validation AUC (mean, std, seeds; the default's point is the main table's cells), and its
+    validation AUC (mean, std, seeds; the default's point is the main table's cells), its
     validation AUC against the default's, paired by seed (the seeds share data order), with the
-    paired t-test's p. The curves are a description, as the paper's Figure 4; nothing is chosen
-    from them, and never on test."""
+    paired t-test's p, and what its history path does (`history_path_means`). The curves are a
+    description, as the paper's Figure 4; nothing is chosen from them, and never on test."""
     defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
     overall = frame[(frame.model == MAIN_MODEL) & (frame.scenario == "overall")]
     summary = {}
@@ -893,7 +893,9 @@ def curves_report(frame: pd.DataFrame) -> dict:
                 "valid_auc_std": float(valid.std()) if len(valid) > 1 else None,
                 "valid_minus_default": None if is_default or not len(pairs) else float(difference.mean()),
                 "paired_t_p": (float(scipy_stats.ttest_rel(pairs[:, 0], pairs[:, 1]).pvalue)
-                               if not is_default and len(pairs) > 1 and difference.any() else None)})
+                               if not is_default and len(pairs) > 1 and difference.any() else None),
+                "history_path": history_path_means([read_cell(cells_dir, MAIN_MODEL, variant, seed) or {}
+                                                    for variant, seed in zip(rows.variant, rows.seed)])})
         if len(points) >= 2:     # the default alone (the main cells) is no curve yet
             summary[name] = points
     return summary
@@ -928,16 +930,18 @@ def curves_markdown(summary: dict) -> str:
              "Overall AUC of SAINet at each value of one hyper-parameter, the others at their defaults (in "
              "bold; its point is the main table's cells, so it has more seeds). The difference to the "
              "default is on validation, paired by seed (same data order), with the paired t-test's p. The "
-             "curves describe the model; nothing is chosen from them, and never on test. Plots: "
-             "`curve_<name>.png`."]
+             "curves describe the model; nothing is chosen from them, and never on test. The history "
+             "path's columns as in `ablation.md` (validation, mean over the seeds that recorded it). "
+             "Plots: `curve_<name>.png`."]
     for name, points in summary.items():
         lines += ["", f"## {name}", "",
-                  "| value | seeds | validation AUC | - default (validation) | p | test AUC |",
-                  "|---|---|---|---|---|---|"]
+                  "| value | seeds | validation AUC | - default (validation) | p | test AUC "
+                  + HISTORY_PATH_HEADER,
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in points:
             value = f"**{p['value']}**" if p["default"] else str(p["value"])
             delta = "" if p["valid_minus_default"] is None else f"{p['valid_minus_default']:+.4f}"
             valid, test = spread(p["valid_auc_mean"], p["valid_auc_std"]), spread(p["auc_mean"], p["auc_std"])
-            lines.append(f"| {value} | {p['seeds']} | {valid} | {delta} | "
-                         f"{format_stat(p['paired_t_p'], 3)} | {test} |")
+            lines.append(f"| {value} | {p['seeds']} | {valid} | {delta} | {format_stat(p['paired_t_p'], 3)} "
+                         f"| {test} | {history_path_columns(p['history_path'])} |")
     return "\n".join(lines) + "\n"

@@ -16,9 +16,11 @@ def test_study_writes_every_report_and_resumes(tmp_path, capsys):
             "--epochs", "1", "--batch-size", "512", "--lr-grid", "none", "--threads", "1", "--model-opt", "embed_dim=8",
             "--model-opt", "tower=16,8", "--out", str(out)]
     assert main(args) == 0
-    for name in ("results.csv", "results.md", "ablation.md", "ablation.png", "curve_blocks.png", "curve_gamma.png",
-                 "curve_heads.png", "study.json"):
+    for name in ("results.csv", "results.md", "ablation.md", "ablation.png", "curves.md", "curve_blocks.png",
+                 "curve_gamma.png", "curve_heads.png", "study.json"):
         assert (out / name).exists(), name
+    curves = (out / "curves.md").read_text()
+    assert "## blocks" in curves and "| **2** | 2 |" in curves and " → " in curves
     results = pd.read_csv(out / "results.csv")
     main_rows = results[results.variant == "main"]
     assert set(main_rows.model) == {"sainet", "sainet-no-tif"} and set(main_rows.seed) == {0, 1}
@@ -109,7 +111,7 @@ def test_t_test_outcome_names_the_higher_model():
     assert one_seed_tests["s0"]["outcome"] == "n/a (too few seeds)"
 
 
-def test_curves_pair_each_point_with_the_default_by_seed_on_validation():
+def test_curves_pair_each_point_with_the_default_by_seed_on_validation(tmp_path):
     from model.study import curves_markdown, curves_report
 
     def cell(variant, seed, valid, test):
@@ -121,7 +123,7 @@ def test_curves_pair_each_point_with_the_default_by_seed_on_validation():
     rows += [cell("blocks=1", seed, 0.70 + 0.01 * seed + d, 0.70) for seed, d in enumerate((0.01, 0.012, 0.008))]
     rows += [cell("blocks=3", seed, 0.70 + 0.01 * seed - d, 0.75) for seed, d in enumerate((0.01, 0.03, 0.02))]
     rows.append(cell("gamma=0.8", 0, None, 0.69))          # a cell from before validation AUC was recorded
-    curves = curves_report(pd.DataFrame(rows))
+    curves = curves_report(pd.DataFrame(rows), tmp_path)      # no cell files: no history path
     assert set(curves) == {"blocks", "gamma"}              # heads: the default alone is no curve
     one, default, three = curves["blocks"]
     assert (one["value"], default["default"], default["seeds"]) == (1, True, 4)
@@ -132,6 +134,7 @@ def test_curves_pair_each_point_with_the_default_by_seed_on_validation():
     assert gamma_low["valid_auc_mean"] is None and gamma_low["valid_minus_default"] is None
     table = curves_markdown(curves)
     assert "| **2** | 4 | 0.7150 ± 0.0129 |" in table and "| 3 | 3 | 0.6900 ± 0.0100 | -0.0200 |" in table
+    assert default["history_path"]["cells"] == 0 and "| n/a | n/a | n/a → n/a |" in table
 
 
 def test_study_tunes_the_learning_rate_on_validation_and_keeps_cells_apart(tmp_path):
