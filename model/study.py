@@ -868,10 +868,10 @@ def curves_report(frame: pd.DataFrame, cells_dir: Path) -> dict:
     description, as the paper's Figure 4; nothing is chosen from them, and never on test."""
     defaults = dataclasses.asdict(MODEL_REGISTRY[MAIN_MODEL].model_class.Config())
     overall = frame[(frame.model == MAIN_MODEL) & (frame.scenario == "overall")]
+    default_rows = overall[overall.variant == "main"]
+    default_valid = dict(zip(default_rows.seed, default_rows.valid_auc))
     summary = {}
     for name, values in CURVES.items():
-        default_rows = overall[overall.variant == "main"]
-        default_valid = dict(zip(default_rows.seed, default_rows.valid_auc))
         points = []
         for value in values:
             rows = overall[overall.variant == f"{name}={value}"]
