@@ -42,6 +42,8 @@ Choices forced by this project:
 - Sizes (K=8 experts, top-2 specific + top-2 shared, two layers of 256) and `noise_scale` are not
   given for this setting by the paper; they are ours.
 
+Initialisation: N(0, `init_std`), zero biases (`embedding_init_std`, `linear_init` change it);
+`dropout` and `batch_norm` act in every expert and tower, `input_fields` as in `BaselineConfig`.
 Output: logits [B, C] (`output_dim` = 1 per candidate).
 """
 
@@ -55,9 +57,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import MLPTower, relu_mlp
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 MASKED_LOGIT = -1e9
@@ -68,9 +71,10 @@ class ExpertSelectionLayer(nn.Module):
     Output size: `width` per candidate."""
 
     def __init__(self, input_dim: int, width: int, scenario_dim: int, num_scenarios: int,
-                 num_experts: int, top_k_specific: int, top_k_shared: int, noise_scale: float):
+                 num_experts: int, top_k_specific: int, top_k_shared: int, noise_scale: float,
+                 dropout: float = 0.0, batch_norm: bool = False):
         super().__init__()
-        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(input_dim, width), nn.ReLU())
+        self.experts = nn.ModuleList(relu_mlp(input_dim, (width,), dropout, batch_norm)
                                      for _ in range(num_experts))
         # All S gates in one projection: [x, e_s] -> S x K logits.
         self.gates = nn.Linear(input_dim + scenario_dim, num_scenarios * num_experts)
@@ -116,15 +120,12 @@ class ExpertSelectionLayer(nn.Module):
 
 class AESM2(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
+    class Config(BaselineConfig):
         num_experts: int = 8                    # K per layer
         top_k_specific: int = 2                 # experts closest to the one-hot scenario vector
         top_k_shared: int = 2                   # experts closest to the uniform vector
         expert_dims: tuple[int, ...] = (256, 256)   # one multi-scenario layer per entry
         noise_scale: float = 0.01               # training-only selection noise, std = noise_scale * K
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
         selection_loss_weight: float = 0.1      # weight of the KL selection losses in training
 
     def __init__(self, schema: FeatureSchema, config: Config):
@@ -136,18 +137,19 @@ class AESM2(nn.Module):
         if not config.expert_dims:
             raise ValueError("AESM2 needs at least one multi-scenario layer (expert_dims)")
         d = config.embed_dim
-        self.inputs = BaselineInputs(schema, d)
+        self.inputs = BaselineInputs(schema, d, tuple(config.input_fields))
         num_scenarios = self.inputs.num_scenarios
         layers, width = [], self.inputs.output_dim
         for out in config.expert_dims:
             layers.append(ExpertSelectionLayer(width, out, d, num_scenarios, config.num_experts,
                                                config.top_k_specific, config.top_k_shared,
-                                               config.noise_scale))
+                                               config.noise_scale, config.dropout, config.batch_norm))
             width = out
         self.layers = nn.ModuleList(layers)
-        self.towers = nn.ModuleList(MLPTower(width, config.tower) for _ in range(num_scenarios))
+        self.towers = nn.ModuleList(MLPTower(width, tuple(config.tower), config.dropout, config.batch_norm)
+                                    for _ in range(num_scenarios))
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def logits_and_auxiliary_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, C], weighted KL selection loss: a scalar to add to the CTR loss)."""

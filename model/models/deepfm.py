@@ -17,7 +17,9 @@ Paper choices:
 - No separate global bias: the DNN's output layer has one, which plays FM's w_0.
 - DNN: the paper uses 200-200-200 with dropout 0.5; we use the common tower `tower` (default
   [512, 256, 128, 64], ReLU, no dropout) so that every baseline has the same prediction tower.
-Initialisation: N(0, `init_std`) for all embeddings (both orders) and linear weights, zero biases.
+Initialisation: N(0, `init_std`) for all embeddings (both orders) and linear weights, zero biases
+(`embedding_init_std` and `linear_init` change it). `dropout`, `batch_norm` (the DNN part) and
+`input_fields` (both orders and the DNN) as in `BaselineConfig`.
 
 Output: logits [B, C] (`output_dim` = 1 per candidate) = first order + second order + DNN; every
 term is computed per candidate row, so C candidates in one forward equal C separate forwards.
@@ -32,9 +34,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import MLPTower
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 
@@ -47,19 +50,18 @@ def fm_second_order(fields: torch.Tensor) -> torch.Tensor:
 
 class DeepFM(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
+    class Config(BaselineConfig):
+        pass
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
-        self.inputs = BaselineInputs(schema, config.embed_dim)   # V: shared by FM and DNN
-        self.first_order = BaselineInputs(schema, 1)              # w: one scalar per vocabulary entry
-        self.dnn = MLPTower(self.inputs.output_dim, tuple(config.tower))
+        fields = tuple(config.input_fields)
+        self.inputs = BaselineInputs(schema, config.embed_dim, fields)   # V: shared by FM and DNN
+        self.first_order = BaselineInputs(schema, 1, fields)              # w: one scalar per vocabulary entry
+        self.dnn = MLPTower(self.inputs.output_dim, tuple(config.tower), config.dropout, config.batch_norm)
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def fm(self, batch: Batch, fields: torch.Tensor | None = None) -> torch.Tensor:
         """FM part [B, C]: first order + second order (no bias)."""

@@ -7,7 +7,9 @@ parameter, which is what makes this the "single shared model" reference point of
 comparison.
 
 Tower: ReLU MLP `tower` (default [512, 256, 128, 64], the SDT sizes of SAINet) then one logit.
-Initialisation: N(0, `init_std`) for embeddings and linear weights, zero biases (Sec. 5.1).
+Initialisation: N(0, `init_std`) for embeddings and linear weights, zero biases (Sec. 5.1;
+`embedding_init_std` and `linear_init` change it, `init_baseline_`). `dropout`, `batch_norm` and
+`input_fields` (off / all by default) as in `BaselineConfig`.
 Output: logits [B, C] (`output_dim` = 1 per candidate). Each candidate row goes through the tower
 on its own, so C candidates in one forward equal C separate forwards.
 """
@@ -21,26 +23,25 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import MLPTower
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 
 class DNN(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
+    class Config(BaselineConfig):
+        pass
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
-        self.inputs = BaselineInputs(schema, config.embed_dim)
-        self.tower = MLPTower(self.inputs.output_dim, tuple(config.tower))
+        self.inputs = BaselineInputs(schema, config.embed_dim, tuple(config.input_fields))
+        self.tower = MLPTower(self.inputs.output_dim, tuple(config.tower), config.dropout, config.batch_norm)
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.tower(self.inputs(batch).flat)                 # [B, C, F * d] -> [B, C]

@@ -21,6 +21,8 @@ target-scenario embedding e_s:
    h'' = h' ⊙ gamma * sigmoid(W_h [h', e_s]).
    For a user with no history, h'' is kept at 0 (there is no behaviour to tailor).
 Then the final fields, flattened, go through the [512, 256, 128, 64] ReLU tower.
+Initialisation: N(0, `init_std`), zero biases (`embedding_init_std`, `linear_init` change it);
+`dropout` and `batch_norm` act in the tower, `input_fields` must keep the history (`BaselineConfig`).
 
 The shared inputs pool the history into one field (masked mean) before any model sees it, so the
 per-behaviour tailoring of the paper (and its distribution-aware pooling) becomes tailoring of the
@@ -38,9 +40,10 @@ from torch import nn
 
 from model.batch import Batch
 from model.data.schema import FeatureSchema
-from model.layers.embedding import init_normal_
+from model.layers.embedding import init_baseline_
 from model.layers.inputs import BaselineInputs
-from model.layers.towers import DEFAULT_HIDDEN, MLPTower
+from model.layers.towers import MLPTower
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import register_model
 
 
@@ -79,24 +82,24 @@ class ScenarioTailoringBlock(nn.Module):
 
 class SFPNet(nn.Module):
     @dataclass(frozen=True)
-    class Config:
-        embed_dim: int = 32
+    class Config(BaselineConfig):
         blocks: int = 2               # stacked scenario-tailoring blocks
         gamma: float = 2.0            # gate scale: gates in (0, gamma)
-        tower: tuple[int, ...] = DEFAULT_HIDDEN
-        init_std: float = 0.05
 
     def __init__(self, schema: FeatureSchema, config: Config):
         super().__init__()
         self.config = config
         d = config.embed_dim
-        self.inputs = BaselineInputs(schema, d)
+        self.inputs = BaselineInputs(schema, d, tuple(config.input_fields))
+        if self.inputs.history_field is None:
+            raise ValueError(f"SFPNet tailors the history field: input_fields={tuple(config.input_fields)} "
+                             "must include 'history'")
         self.blocks = nn.ModuleList(
             ScenarioTailoringBlock(self.inputs.num_fields, d, self.inputs.history_field, config.gamma)
             for _ in range(config.blocks))
-        self.tower = MLPTower(self.inputs.output_dim, config.tower)
+        self.tower = MLPTower(self.inputs.output_dim, tuple(config.tower), config.dropout, config.batch_norm)
         self.output_dim = 1
-        init_normal_(self, config.init_std)
+        init_baseline_(self, config)
 
     def tailored_fields(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(fields after the last block [B, C, F, d], behaviour gates of every block [B, C, d])."""

@@ -9,13 +9,17 @@ import torch
 
 from export.onnx_export import ScoringModule, export_onnx
 from model.batch import INPUT_NAMES
+from model.layers.towers import LastDimBatchNorm
 from model.models import MODEL_REGISTRY
+from model.models.baseline_config import BaselineConfig
 from model.models.registry import training_outputs
+from model.models.sainet import SAINet
 from model.testing import random_batch, random_inputs, seeded_model, tiny_schema
 
 SCHEMA = tiny_schema(numeric=True)     # categorical and numeric features on both sides
 SMALL = {"embed_dim": 8, "tower": (16, 8)}
 ALL_MODELS = sorted(MODEL_REGISTRY)
+BASELINES = [name for name in ALL_MODELS if MODEL_REGISTRY[name].model_class is not SAINet]
 
 
 def make(name: str) -> torch.nn.Module:
@@ -99,3 +103,30 @@ def test_onnx_export_parity(name, tmp_path):
         with torch.no_grad():
             expected = module(*inputs).numpy()
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_baseline_acts_on_the_shared_baseline_settings(name):
+    """A protocol (Scenario-Wise Rec) may set any `BaselineConfig` field on any baseline: each must
+    change the model, none may be silently ignored."""
+    assert issubclass(MODEL_REGISTRY[name].model_class.Config, BaselineConfig)
+    plain = make(name)
+    assert not any(isinstance(m, (LastDimBatchNorm, torch.nn.Dropout)) for m in plain.modules())
+    regularised = seeded_model(name, SCHEMA, **SMALL, batch_norm=True, dropout=0.5)
+    assert any(isinstance(m, LastDimBatchNorm) for m in regularised.modules())
+    assert any(isinstance(m, torch.nn.Dropout) for m in regularised.modules())
+
+    kept = ["item_id", "history", "scenario"]
+    try:
+        narrow = seeded_model(name, SCHEMA, **SMALL, input_fields=tuple(kept))
+    except ValueError as refused:     # a model may refuse a setting it cannot honour, saying which
+        assert "input_fields" in str(refused)
+    else:
+        assert narrow.inputs.field_names == kept
+        with torch.no_grad():
+            scores = narrow(batch_of(2))
+        assert scores.shape == (6, 2) and torch.isfinite(scores).all()
+
+    small_init = seeded_model(name, SCHEMA, **SMALL, embedding_init_std=1e-4)
+    item_rows = small_init.inputs.embeddings.item.weight[2:].detach()
+    assert 0 < float(item_rows.std()) < 1e-3
