@@ -219,6 +219,14 @@ def chosen_lr(config: StudyConfig, cells: Path, model: str) -> float | None:
     return max(scored, key=lambda p: (p["valid_auc"], -p["lr"]))["lr"]
 
 
+def trained_at_other_lr(cell: dict, lr: float | None) -> bool:
+    """True for a cell trained at a learning rate other than `lr`, the one its model is assigned now
+    (a grid grown since it ran may choose another): it is trained again and left out of the reports.
+    False while the choice is pending (None) or for an old cell that does not record its rate."""
+    trained = cell.get("learning_rate")
+    return lr is not None and trained is not None and not math.isclose(trained, lr, rel_tol=1e-9)
+
+
 def resolve_models(spec: str) -> tuple[str, ...]:
     """"all" -> every registered model, "baselines" -> every model but SAINet and its ablations;
     else a comma list, each name checked against the registry."""
@@ -266,14 +274,20 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     The reports read the finished cells from disk."""
     cells = cells_folder(config, out_dir)
     path = cells / f"{cell_name(model, variant, seed)}.json"
-    if is_finished(read_cell(cells, model, variant, seed), config):
-        return "finished"
     if variant.startswith(TUNE_PREFIX):
         lr = float(variant[len(TUNE_PREFIX):])
     else:
         lr = chosen_lr(config, cells, model)
         if lr is None:
             return "waiting"
+
+    def finished() -> bool:
+        cell = read_cell(cells, model, variant, seed)
+        return is_finished(cell, config) and not trained_at_other_lr(cell, lr)
+
+    if finished():
+        return "finished"
+    if not variant.startswith(TUNE_PREFIX):
         if config.lr_grid and variant == "main" and seed == config.tune_seed:
             # the chosen grid point is this cell: the same model, seed and learning rate
             write_cell(path, {**read_cell(cells, model, lr_variant(lr), seed), "variant": "main",
@@ -283,7 +297,7 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     with claim_cell(path) as claimed:
         if not claimed:
             return "busy"
-        if is_finished(read_cell(cells, model, variant, seed), config):
+        if finished():
             return "finished"   # by another worker between the check above and the lock
         train_cell(data, options, model, variant, overrides, seed, config, path, lr)
         return "trained"
@@ -436,6 +450,22 @@ def load_cells(cells: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
+def current_cells(frame: pd.DataFrame, config: StudyConfig, cells: Path) -> tuple[pd.DataFrame, int]:
+    """`frame` without the cells trained at a learning rate other than their model's chosen one
+    (grid cells always count), and how many cells were dropped."""
+    if frame.empty:
+        return frame, 0
+    chosen = {model: chosen_lr(config, cells, model) for model in set(frame.model)}
+    def is_stale(row) -> bool:
+        trained = None if pd.isna(row.learning_rate) else row.learning_rate
+        return not str(row.variant).startswith(TUNE_PREFIX) and trained_at_other_lr(
+            {"learning_rate": trained}, chosen[row.model])
+
+    stale = frame.apply(is_stale, axis=1).astype(bool)
+    dropped = frame[stale].drop_duplicates(["model", "variant", "seed"])
+    return frame[~stale], len(dropped)
+
+
 def seed_aucs(frame: pd.DataFrame, model: str, scenario: str) -> np.ndarray:
     """One model's test AUC in one scenario, one value per seed."""
     return frame[(frame.model == model) & (frame.scenario == scenario)]["auc"].to_numpy()
@@ -561,7 +591,7 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
                   options: DataOptions | None = None, references: dict | None = None,
                   planned: int | None = None, cells_trained: int = 0) -> dict:
     cells = cells_folder(config, out_dir)
-    frame = load_cells(cells)
+    frame, stale = current_cells(load_cells(cells), config, cells)
     finished_cells = frame.drop_duplicates(["model", "variant", "seed"])   # one row per cell
     frame.to_csv(out_dir / "results.csv", index=False)
     scenario_columns = [*scenarios, "overall"]
@@ -574,7 +604,9 @@ def write_reports(out_dir: Path, config: StudyConfig, scenarios: list[str], comm
             f"{name}: " + ", ".join(f"{s} {aucs[s]:.4f}" for s in scenario_columns if aucs.get(s) is not None)
             for name, aucs in references.items()), ""]
     progress = [] if planned is None or len(finished_cells) >= planned else [
-        f"**Partial: {len(finished_cells)} of {planned} cells finished.**", ""]
+        f"**Partial: {len(finished_cells)} of {planned} cells finished"
+        + (f" ({stale} more trained at a learning rate no longer chosen, left out until retrained)"
+           if stale else "") + ".**", ""]
     tuning = tuning_report(config, cells)
     (out_dir / "tuning.json").write_text(json.dumps(tuning, indent=2))
     setting = config.train

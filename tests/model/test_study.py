@@ -171,6 +171,23 @@ def test_study_tunes_the_learning_rate_on_validation_and_keeps_cells_apart(tmp_p
     assert main(args) == 0                 # resumes: nothing retrained
     assert {p.name: p.stat().st_mtime_ns for p in cells.iterdir()} == stamps
 
+    # The other grid point now wins for dnn (as when a grid grows): dnn's main cells, trained at the
+    # old rate, leave the report, then are trained again at the new one; sainet's stay as they are.
+    old_lr = tuning["dnn"]["chosen_lr"]
+    new_lr = next(p["lr"] for p in tuning["dnn"]["grid"] if p["lr"] != old_lr)
+    point = cells / f"dnn__lr={new_lr:g}__seed0.json"
+    point.write_text(json.dumps({**json.loads(point.read_text()), "valid_auc": 1.0}))
+    assert main([*args, "--report-only"]) == 0
+    assert "2 more trained at a learning rate no longer chosen" in (out / "results.md").read_text()
+    results = pd.read_csv(out / "results.csv")
+    assert set(results[results.variant == "main"].model) == {"sainet"}
+    assert main(args) == 0
+    for seed in (0, 1):
+        assert json.loads((cells / f"dnn__main__seed{seed}.json").read_text())["learning_rate"] == new_lr
+        kept = f"sainet__main__seed{seed}.json"
+        assert (cells / kept).stat().st_mtime_ns == stamps[kept]
+    assert "no longer chosen" not in (out / "results.md").read_text()
+
 
 def test_intervals_decide_the_outcome():
     import numpy as np
