@@ -456,6 +456,7 @@ def current_cells(frame: pd.DataFrame, config: StudyConfig, cells: Path) -> tupl
     if frame.empty:
         return frame, 0
     chosen = {model: chosen_lr(config, cells, model) for model in set(frame.model)}
+
     def is_stale(row) -> bool:
         trained = None if pd.isna(row.learning_rate) else row.learning_rate
         return not str(row.variant).startswith(TUNE_PREFIX) and trained_at_other_lr(
