@@ -190,8 +190,20 @@ def budget_grew(cell: dict, config: StudyConfig) -> bool:
     return step_budget(config.train, train_examples, batch_size) > steps
 
 
-def is_finished(cell: dict | None, config: StudyConfig) -> bool:
-    return cell is not None and not budget_grew(cell, config)
+def trained_at_other_lr(trained: float | None, assigned: float | None) -> bool:
+    """True for a cell trained at a learning rate other than the one it is assigned now (a grid grown
+    since it ran may choose another): it is trained again and left out of the reports. False while
+    the choice is pending (None) or for an old cell that does not record its rate (None or NaN)."""
+    if assigned is None or trained is None or math.isnan(trained):
+        return False
+    return not math.isclose(trained, assigned, rel_tol=1e-9)
+
+
+def is_finished(cell: dict | None, config: StudyConfig, lr: float | None) -> bool:
+    """The cell is on disk and stands: neither its step budget nor its assigned learning rate `lr`
+    has changed since it was trained."""
+    return (cell is not None and not budget_grew(cell, config)
+            and not trained_at_other_lr(cell.get("learning_rate"), lr))
 
 
 def tuning_points(config: StudyConfig, cells: Path, model: str) -> list[dict]:
@@ -199,7 +211,7 @@ def tuning_points(config: StudyConfig, cells: Path, model: str) -> list[dict]:
     points = []
     for lr in config.lr_grid:
         cell = read_cell(cells, model, lr_variant(lr), config.tune_seed)
-        points.append({"lr": lr, "finished": is_finished(cell, config),
+        points.append({"lr": lr, "finished": is_finished(cell, config, lr),
                        **({} if cell is None else {k: cell.get(k) for k in (
                            "valid_auc", "best_step", "steps", "stop_reason", "stopped_at_cap_improving")})})
     return points
@@ -219,12 +231,12 @@ def chosen_lr(config: StudyConfig, cells: Path, model: str) -> float | None:
     return max(scored, key=lambda p: (p["valid_auc"], -p["lr"]))["lr"]
 
 
-def trained_at_other_lr(cell: dict, lr: float | None) -> bool:
-    """True for a cell trained at a learning rate other than `lr`, the one its model is assigned now
-    (a grid grown since it ran may choose another): it is trained again and left out of the reports.
-    False while the choice is pending (None) or for an old cell that does not record its rate."""
-    trained = cell.get("learning_rate")
-    return lr is not None and trained is not None and not math.isclose(trained, lr, rel_tol=1e-9)
+def assigned_lr(config: StudyConfig, cells: Path, model: str, variant: str) -> float | None:
+    """The learning rate a cell trains at: a grid cell's own point, every other cell its model's
+    chosen rate (None while the grid is unfinished)."""
+    if variant.startswith(TUNE_PREFIX):
+        return float(variant[len(TUNE_PREFIX):])
+    return chosen_lr(config, cells, model)
 
 
 def resolve_models(spec: str) -> tuple[str, ...]:
@@ -274,30 +286,21 @@ def run_cell(data: PreparedData, options: DataOptions, model: str, variant: str,
     The reports read the finished cells from disk."""
     cells = cells_folder(config, out_dir)
     path = cells / f"{cell_name(model, variant, seed)}.json"
-    if variant.startswith(TUNE_PREFIX):
-        lr = float(variant[len(TUNE_PREFIX):])
-    else:
-        lr = chosen_lr(config, cells, model)
-        if lr is None:
-            return "waiting"
-
-    def finished() -> bool:
-        cell = read_cell(cells, model, variant, seed)
-        return is_finished(cell, config) and not trained_at_other_lr(cell, lr)
-
-    if finished():
+    lr = assigned_lr(config, cells, model, variant)
+    if lr is None:
+        return "waiting"
+    if is_finished(read_cell(cells, model, variant, seed), config, lr):
         return "finished"
-    if not variant.startswith(TUNE_PREFIX):
-        if config.lr_grid and variant == "main" and seed == config.tune_seed:
-            # the chosen grid point is this cell: the same model, seed and learning rate
-            write_cell(path, {**read_cell(cells, model, lr_variant(lr), seed), "variant": "main",
-                              "copied_from": cell_name(model, lr_variant(lr), seed), "seconds": 0.0,
-                              "cpu_seconds": 0.0})
-            return "finished"
+    if config.lr_grid and variant == "main" and seed == config.tune_seed:
+        # the chosen grid point is this cell: the same model, seed and learning rate
+        write_cell(path, {**read_cell(cells, model, lr_variant(lr), seed), "variant": "main",
+                          "copied_from": cell_name(model, lr_variant(lr), seed), "seconds": 0.0,
+                          "cpu_seconds": 0.0})
+        return "finished"
     with claim_cell(path) as claimed:
         if not claimed:
             return "busy"
-        if finished():
+        if is_finished(read_cell(cells, model, variant, seed), config, lr):
             return "finished"   # by another worker between the check above and the lock
         train_cell(data, options, model, variant, overrides, seed, config, path, lr)
         return "trained"
@@ -451,18 +454,13 @@ def load_cells(cells: Path) -> pd.DataFrame:
 
 
 def current_cells(frame: pd.DataFrame, config: StudyConfig, cells: Path) -> tuple[pd.DataFrame, int]:
-    """`frame` without the cells trained at a learning rate other than their model's chosen one
-    (grid cells always count), and how many cells were dropped."""
-    if frame.empty:
-        return frame, 0
-    chosen = {model: chosen_lr(config, cells, model) for model in set(frame.model)}
-
-    def is_stale(row) -> bool:
-        trained = None if pd.isna(row.learning_rate) else row.learning_rate
-        return not str(row.variant).startswith(TUNE_PREFIX) and trained_at_other_lr(
-            {"learning_rate": trained}, chosen[row.model])
-
-    stale = frame.apply(is_stale, axis=1).astype(bool)
+    """`frame` without the cells trained at a learning rate other than the one they are assigned now
+    (`assigned_lr`), and how many cells were dropped."""
+    assigned = {key: assigned_lr(config, cells, *key)
+                for key in frame[["model", "variant"]].drop_duplicates().itertuples(index=False, name=None)}
+    stale = pd.Series([trained_at_other_lr(trained, assigned[(model, variant)])
+                       for model, variant, trained in zip(frame.model, frame.variant, frame.learning_rate)],
+                      index=frame.index, dtype=bool)
     dropped = frame[stale].drop_duplicates(["model", "variant", "seed"])
     return frame[~stale], len(dropped)
 
